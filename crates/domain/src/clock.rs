@@ -32,9 +32,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: OffsetDateTime) -> Self {
-        Self {
-            now: Mutex::new(truncate(start)),
-        }
+        Self { now: Mutex::new(truncate(start)) }
     }
 
     pub fn advance(&self, by: Duration) {

@@ -98,16 +98,10 @@ pub struct Region {
 }
 
 pub fn default_regions() -> Vec<Region> {
-    [
-        ("aws-us-east-1", "AWS US East (N. Virginia)"),
-        ("eu-central-1", "EU Central (Frankfurt)"),
-    ]
-    .into_iter()
-    .map(|(id, name)| Region {
-        id: id.to_owned(),
-        name: name.to_owned(),
-    })
-    .collect()
+    [("aws-us-east-1", "AWS US East (N. Virginia)"), ("eu-central-1", "EU Central (Frankfurt)")]
+        .into_iter()
+        .map(|(id, name)| Region { id: id.to_owned(), name: name.to_owned() })
+        .collect()
 }
 
 #[cfg(test)]
@@ -124,7 +118,10 @@ mod tests {
             (Some(200), Some(10_000), Some(10_000))
         );
         let pro = PlanId::Pro.plan();
-        assert_eq!((pro.max_connections, pro.max_documents, pro.ops_per_minute), (Some(2000), Some(100_000), Some(100_000)));
+        assert_eq!(
+            (pro.max_connections, pro.max_documents, pro.ops_per_minute),
+            (Some(2000), Some(100_000), Some(100_000))
+        );
         let ent = PlanId::Enterprise.plan();
         assert_eq!((ent.max_connections, ent.max_documents, ent.ops_per_minute), (None, None, None));
         for p in PlanId::ALL {

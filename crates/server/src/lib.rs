@@ -1,1 +1,27 @@
-//! placeholder
+//! The WireSocket server: the only crate that knows axum.
+//!
+//! # Layout
+//! - [`config`]: flags → env → TOML file → defaults.
+//! - [`app`]: `Application::build` (binds; port 0 in tests) and `run_until`.
+//! - [`state`]: shared state, principal checks, audit helper.
+//! - [`extract`]: JSON/query extractors with our error shape; principals.
+//! - [`error`]: `ApiError` (stable codes, opaque 500s) and `OAuthError` (RFC 6749 §5.2).
+//! - [`keys`]: tenant signing keys at run time (caches, generation).
+//! - [`masterkey`]: the master key ring file and its rotation.
+//! - [`tokens`]: minting access, client and refresh tokens and sessions.
+//! - [`routes`]: the HTTP surface and its OpenAPI document.
+//! - [`observe`]: Prometheus metrics.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod masterkey;
+pub mod observe;
+pub mod routes;
+pub mod state;
+pub mod tokens;
+
+pub use app::{Application, StartupError, open_store};
+pub use config::{Config, ConfigLayer};

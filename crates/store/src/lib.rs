@@ -1,19 +1,23 @@
 //! Storage for WireSocket: one object-safe [`Store`] trait, implemented for
 //! embedded SQLite and for PostgreSQL from the same SQL, and one contract
-//! test suite ([`contract`]) that every implementation must pass.
+//! test suite (`contract`) that every implementation must pass.
 //!
 //! # Layout
 //! - [`records`]: the rows, as plain types (ids are domain ids, times are
 //!   `OffsetDateTime` at whole-second precision).
 //! - [`Store`]: every table access the server makes.
 //! - [`sql`]: the implementations (`SqliteStore`, `PostgresStore`).
-//! - [`contract`]: the generic contract tests (behind the `contract` feature
+//! - `contract`: the generic contract tests (behind the `contract` feature
 //!   or `cfg(test)`), run against both engines.
 //!
 //! Times are stored as Unix seconds (`BIGINT`), ids as text, JSON as text, so
 //! one SQL text serves both engines.
 
 pub mod records;
+pub mod sql;
+
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 
 pub use records::*;
 
@@ -88,7 +92,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- tenants and memberships --------------------------------------
     /// Creates the tenant, makes `owner` its `owner_role`, stores its first key.
-    async fn create_tenant(&self, tenant: &TenantRecord, owner: UserId, owner_role: &str, key: &SigningKeyRecord) -> Result<()>;
+    async fn create_tenant(
+        &self,
+        tenant: &TenantRecord,
+        owner: UserId,
+        owner_role: &str,
+        key: &SigningKeyRecord,
+    ) -> Result<()>;
     async fn get_tenant(&self, id: TenantId) -> Result<Option<TenantRecord>>;
     /// The user's role in the tenant, if a member.
     async fn get_membership(&self, tenant: TenantId, user: UserId) -> Result<Option<String>>;
@@ -101,11 +111,22 @@ pub trait Store: Send + Sync + 'static {
     async fn get_signing_key(&self, kid: &str) -> Result<Option<SigningKeyRecord>>;
     /// Atomically: every `active` key of the tenant becomes `retiring` with
     /// `retires_at`, and `new_key` (state `active`) is inserted.
-    async fn rotate_signing_key(&self, tenant: TenantId, new_key: &SigningKeyRecord, retires_at: OffsetDateTime) -> Result<()>;
+    async fn rotate_signing_key(
+        &self,
+        tenant: TenantId,
+        new_key: &SigningKeyRecord,
+        retires_at: OffsetDateTime,
+    ) -> Result<()>;
     /// Atomically: the key becomes `revoked` (with `revoked_at = now`) and,
     /// if given, `replacement` (state `active`) is inserted. `NotFound` if the
     /// tenant has no such key; revoking a revoked key is a no-op success.
-    async fn revoke_signing_key(&self, tenant: TenantId, kid: &str, now: OffsetDateTime, replacement: Option<&SigningKeyRecord>) -> Result<()>;
+    async fn revoke_signing_key(
+        &self,
+        tenant: TenantId,
+        kid: &str,
+        now: OffsetDateTime,
+        replacement: Option<&SigningKeyRecord>,
+    ) -> Result<()>;
     /// Every key of every tenant (for master-key re-wrapping).
     async fn list_all_signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     /// Replaces the encrypted private key of `kid` (re-wrap under a new master key version).
@@ -137,7 +158,12 @@ pub trait Store: Send + Sync + 'static {
     /// the whole family and answers `Reused`. Expired (`expires_at <= now`)
     /// or revoked tokens answer `Invalid`. At most one concurrent call with
     /// the same token gets `Rotated`.
-    async fn rotate_refresh_token(&self, old_hash: &str, new_token: &RefreshTokenRecord, now: OffsetDateTime) -> Result<RotateOutcome>;
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_token: &RefreshTokenRecord,
+        now: OffsetDateTime,
+    ) -> Result<RotateOutcome>;
     async fn revoke_refresh_family(&self, family: FamilyId, now: OffsetDateTime) -> Result<u64>;
     /// Puts an access token's `jti` on the deny-list until `expires_at`.
     async fn deny_jti(&self, jti: &str, expires_at: OffsetDateTime) -> Result<()>;

@@ -1,1 +1,134 @@
-fn main() {}
+//! `wiresocket`: the one binary. Thin: parses the command line and hands off
+//! to the server crate.
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use server::{Application, Config, ConfigLayer};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "wiresocket",
+    version,
+    about = "Managed real-time collaboration on Yjs documents",
+    long_about = "WireSocket: a multi-tenant platform for real-time collaboration on Yjs documents.\n\n\
+                  `wiresocket serve` runs the control plane (tenants, apps, OAuth 2 token service) and a \
+                  data-plane node in one process, on an embedded SQLite database in ./wiresocket-data.\n\n\
+                  Settings come from flags, then WIRESOCKET_* environment variables, then the TOML file \
+                  given with --config. Log level: WIRESOCKET_LOG (e.g. info, debug, wiresocket_server=trace)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform (control plane and one data-plane node)
+    Serve(Settings),
+    /// Manage the master key that encrypts every tenant's signing keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(clap::Args)]
+struct Settings {
+    /// TOML file with settings (same names as the flags, in snake_case)
+    #[arg(long, env = "WIRESOCKET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    layer: ConfigLayer,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new master key version and re-wrap every stored signing key under it.
+    /// Old versions stay in the ring (still able to decrypt) until removed.
+    RotateMaster(Settings),
+    /// Remove an old master key version once no signing key uses it
+    RemoveMaster {
+        /// The version to remove
+        #[arg(long)]
+        version: u32,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn resolve(settings: Settings) -> Result<Config, String> {
+    let file = match &settings.config {
+        Some(path) => ConfigLayer::from_toml_file(path).map_err(|e| e.to_string())?,
+        None => ConfigLayer::default(),
+    };
+    let master_key_env = std::env::var("WIRESOCKET_MASTER_KEY").ok().filter(|s| !s.is_empty()).map(SecretString::from);
+    Config::resolve(settings.layer.over(file), master_key_env).map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve(settings) => {
+            let config = resolve(settings)?;
+            let app = Application::build(config).await.map_err(|e| e.to_string())?;
+            app.run_until(shutdown_signal()).await.map_err(|e| e.to_string())
+        }
+        Command::Keys(KeysCommand::RotateMaster(settings)) => {
+            let config = resolve(settings)?;
+            let store = server::open_store(&config).await.map_err(|e| e.to_string())?;
+            let (version, n) =
+                server::masterkey::rotate_master(&config, store.as_ref()).await.map_err(|e| e.to_string())?;
+            println!("master key version {version} is now current; re-wrapped {n} signing keys");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::RemoveMaster { version, settings }) => {
+            let config = resolve(settings)?;
+            let store = server::open_store(&config).await.map_err(|e| e.to_string())?;
+            server::masterkey::remove_master_version(&config, store.as_ref(), version)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("master key version {version} removed");
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_env("WIRESOCKET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("WIRESOCKET_LOG_FORMAT").is_ok_and(|v| v == "json");
+    if json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wiresocket: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Building and running the server: `Application::build` binds (port 0 in
+//! tests), `run_until` serves until the shutdown future resolves.
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::keys::KeyService;
+use crate::masterkey;
+use crate::state::{AppState, Inner};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use domain::clock::{Clock, SystemClock};
+use secrecy::ExposeSecret;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    MasterKey(#[from] masterkey::MasterKeyError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Management request bodies are small; the data plane sets its own limits.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Opens the configured store: PostgreSQL for `postgres://…`, else SQLite in the data dir.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
+    match &config.database_url {
+        Some(url)
+            if url.expose_secret().starts_with("postgres://") || url.expose_secret().starts_with("postgresql://") =>
+        {
+            Ok(Arc::new(store::sql::PostgresStore::connect(url.expose_secret()).await?))
+        }
+        Some(url) => {
+            let path = url.expose_secret().trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+            Ok(Arc::new(store::sql::SqliteStore::open(std::path::Path::new(path)).await?))
+        }
+        None => Ok(Arc::new(store::sql::SqliteStore::open(&config.data_dir.join("wiresocket.db")).await?)),
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let store = open_store(&config).await?;
+        let ring = masterkey::load_or_generate(&config)?;
+        masterkey::check_ring_matches_store(&ring, store.as_ref()).await?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| StartupError::Bind(config.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| StartupError::Bind(config.listen, e))?;
+        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let metrics = crate::observe::recorder().map_err(StartupError::Other)?;
+        let state = AppState::new(Inner {
+            keys: KeyService::new(ring, store.clone()),
+            password_policy: config.password_policy,
+            config,
+            public_url,
+            store,
+            clock,
+            metrics,
+        });
+        let router = router(state.clone());
+        Ok(Self { listener, addr, router, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let purge = tokio::spawn(purge_loop(self.state.clone()));
+        tracing::info!(addr = %self.addr, public_url = %self.state.public_url, "wiresocket listening");
+        let listener = self.listener.tap_io(|tcp| {
+            // Small frames must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        let result = axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        purge.abort();
+        result
+    }
+}
+
+/// Drops expired sessions, refresh tokens and deny-list entries.
+async fn purge_loop(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match state.store.purge_expired(state.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "purged expired credentials"),
+            Err(e) => tracing::warn!(error = %e, "purge of expired credentials failed"),
+        }
+    }
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path")
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = crate::routes::api();
+    let openapi = Arc::new(openapi);
+    api.route(
+        "/openapi.json",
+        get(move || {
+            let doc = openapi.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(axum::middleware::from_fn(crate::observe::track))
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
+}

@@ -1,0 +1,244 @@
+//! Configuration: command-line flags, then `WIRESOCKET_*` environment
+//! variables (both through clap), then an optional TOML file, then defaults.
+
+use auth::password::PasswordPolicy;
+use domain::plan::Region;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One layer of settings; every field optional so layers can be merged.
+/// The same struct is filled by clap (flags and env) and by the TOML file.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "WIRESOCKET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the embedded SQLite database and the generated master key live [default: ./wiresocket-data]
+    #[arg(long, env = "WIRESOCKET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://… to use PostgreSQL instead of the embedded SQLite database
+    #[arg(long, env = "WIRESOCKET_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// redis://… for the scale-out fleet (pub/sub, shared counters)
+    #[arg(long, env = "WIRESOCKET_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Base URL used in token issuers and discovery answers [default: http://<listen>]
+    #[arg(long, env = "WIRESOCKET_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// File holding the master key ring (lines `<version>:<base64 key>`). Without it (and without
+    /// WIRESOCKET_MASTER_KEY) a key is generated into the data dir: fine for trying out, not for production.
+    #[arg(long, env = "WIRESOCKET_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Lifetime of access tokens, in seconds [default: 900]
+    #[arg(long, env = "WIRESOCKET_ACCESS_TOKEN_TTL")]
+    pub access_token_ttl: Option<u64>,
+    /// Lifetime of refresh tokens, in seconds [default: 2592000 = 30 days]
+    #[arg(long, env = "WIRESOCKET_REFRESH_TOKEN_TTL")]
+    pub refresh_token_ttl: Option<u64>,
+    /// Lifetime of human sessions, in seconds; absolute, not sliding [default: 43200 = 12 h]
+    #[arg(long, env = "WIRESOCKET_SESSION_TTL")]
+    pub session_ttl: Option<u64>,
+    /// License regions served, comma-separated ids [default: aws-us-east-1,eu-central-1]
+    #[arg(long, env = "WIRESOCKET_REGIONS", value_delimiter = ',')]
+    pub regions: Option<Vec<String>>,
+}
+
+impl ConfigLayer {
+    /// `self` wins over `lower` field by field.
+    pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            listen: self.listen.or(lower.listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            database_url: self.database_url.or(lower.database_url),
+            redis_url: self.redis_url.or(lower.redis_url),
+            public_url: self.public_url.or(lower.public_url),
+            master_key_file: self.master_key_file.or(lower.master_key_file),
+            access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
+            refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
+            session_ttl: self.session_ttl.or(lower.session_ttl),
+            regions: self.regions.or(lower.regions),
+        }
+    }
+
+    pub fn from_toml_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// Where the master key ring comes from.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// A file (created with a fresh key if missing and inside the data dir).
+    File(PathBuf),
+    /// The ring's text itself (from `WIRESOCKET_MASTER_KEY`).
+    Inline(SecretString),
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Inline(_) => f.write_str("Inline([redacted])"),
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<SecretString>,
+    pub redis_url: Option<SecretString>,
+    pub public_url: Option<String>,
+    pub master_key: MasterKeySource,
+    /// True when the master key was not supplied and lives in the data dir.
+    pub master_key_generated: bool,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub session_ttl: Duration,
+    pub regions: Vec<Region>,
+    pub password_policy: PasswordPolicy,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "[redacted]"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "[redacted]"))
+            .field("public_url", &self.public_url)
+            .field("master_key", &self.master_key)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("session_ttl", &self.session_ttl)
+            .field("regions", &self.regions)
+            .finish()
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./wiresocket-data";
+/// Access tokens live at most this long (CONTRACT: 15 minutes by default;
+/// client tokens are capped at it).
+pub const MAX_ACCESS_TOKEN_TTL: u64 = 900;
+
+impl Config {
+    /// Resolves a merged layer plus the `WIRESOCKET_MASTER_KEY` value (read
+    /// separately so the secret never becomes a command-line flag).
+    pub fn resolve(layer: ConfigLayer, master_key_env: Option<SecretString>) -> Result<Config, ConfigError> {
+        let listen = match layer.listen {
+            Some(l) => l,
+            None => DEFAULT_LISTEN.parse().map_err(|_| ConfigError("bad default listen address".into()))?,
+        };
+        let data_dir = layer.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let (master_key, master_key_generated) = match (layer.master_key_file, master_key_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError("give either --master-key-file or WIRESOCKET_MASTER_KEY, not both".into()));
+            }
+            (Some(path), None) => (MasterKeySource::File(path), false),
+            (None, Some(text)) => (MasterKeySource::Inline(text), false),
+            (None, None) => (MasterKeySource::File(data_dir.join("master.key")), true),
+        };
+        let access_token_ttl = layer.access_token_ttl.unwrap_or(MAX_ACCESS_TOKEN_TTL);
+        if !(30..=MAX_ACCESS_TOKEN_TTL).contains(&access_token_ttl) {
+            return Err(ConfigError(format!("access token TTL must be between 30 and {MAX_ACCESS_TOKEN_TTL} seconds")));
+        }
+        let refresh_token_ttl = layer.refresh_token_ttl.unwrap_or(30 * 24 * 3600);
+        let session_ttl = layer.session_ttl.unwrap_or(12 * 3600);
+        if refresh_token_ttl < 60 || session_ttl < 60 {
+            return Err(ConfigError("session and refresh token TTLs must be at least 60 seconds".into()));
+        }
+        let known = domain::plan::default_regions();
+        let regions = match layer.regions {
+            None => known,
+            Some(ids) => {
+                let mut out = Vec::new();
+                for id in ids.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || id.len() > 64 {
+                        return Err(ConfigError(format!("bad region id {id:?}")));
+                    }
+                    let name = known.iter().find(|r| r.id == id).map_or_else(|| id.to_owned(), |r| r.name.clone());
+                    out.push(Region { id: id.to_owned(), name });
+                }
+                if out.is_empty() {
+                    return Err(ConfigError("at least one region is needed".into()));
+                }
+                out
+            }
+        };
+        if let Some(url) = &layer.public_url {
+            let parsed = url::Url::parse(url).map_err(|e| ConfigError(format!("bad public URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError("public URL must be http or https".into()));
+            }
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url: layer.database_url.map(SecretString::from),
+            redis_url: layer.redis_url.map(SecretString::from),
+            public_url: layer.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            master_key,
+            master_key_generated,
+            access_token_ttl: Duration::from_secs(access_token_ttl),
+            refresh_token_ttl: Duration::from_secs(refresh_token_ttl),
+            session_ttl: Duration::from_secs(session_ttl),
+            regions,
+            password_policy: PasswordPolicy::recommended(),
+        })
+    }
+
+    /// Defaults with a given data dir; what tests start from.
+    pub fn for_data_dir(data_dir: &Path) -> Result<Config, ConfigError> {
+        Self::resolve(ConfigLayer { data_dir: Some(data_dir.to_path_buf()), ..ConfigLayer::default() }, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let file: ConfigLayer =
+            toml::from_str("listen = \"0.0.0.0:9000\"\nsession_ttl = 600\nregions = [\"eu-central-1\"]").unwrap();
+        let cli = ConfigLayer { listen: Some("127.0.0.1:7000".parse().unwrap()), ..Default::default() };
+        let cfg = Config::resolve(cli.over(file), None).unwrap();
+        assert_eq!(cfg.listen.port(), 7000);
+        assert_eq!(cfg.session_ttl, Duration::from_secs(600));
+        assert_eq!(cfg.regions.len(), 1);
+        assert_eq!(cfg.regions[0].name, "EU Central (Frankfurt)");
+        assert_eq!(cfg.access_token_ttl, Duration::from_secs(900));
+        assert!(cfg.master_key_generated);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<ConfigLayer>("listn = \"x\"").is_err());
+        let bad = ConfigLayer { access_token_ttl: Some(3600), ..Default::default() };
+        assert!(Config::resolve(bad, None).is_err());
+        let both = ConfigLayer { master_key_file: Some("k".into()), ..Default::default() };
+        assert!(Config::resolve(both, Some(SecretString::from("1:abc"))).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let layer = ConfigLayer { database_url: Some("postgres://u:hunter2@h/db".into()), ..Default::default() };
+        let cfg = Config::resolve(layer, Some(SecretString::from("1:c2VjcmV0"))).unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("c2VjcmV0"), "{dbg}");
+    }
+}

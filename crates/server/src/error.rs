@@ -1,0 +1,206 @@
+//! One error type for the JSON API and one for the OAuth endpoints.
+//!
+//! User mistakes answer their own message with a stable `error` code; internal
+//! failures answer an opaque body while the cause is logged, so a database
+//! message or a file path never reaches a client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 4xx with a stable machine code and a human message.
+    Client { status: StatusCode, code: &'static str, message: String },
+    /// Anything we did not expect: logged, answered as an opaque 500.
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Client { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Client { code, .. } => code,
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Client { status, code, message } => {
+                (status, axum::Json(ErrorBody { error: code, message: &message })).into_response()
+            }
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(ErrorBody { error: "internal", message: "internal error; see the server log" }),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+impl From<domain::DomainError> for ApiError {
+    fn from(e: domain::DomainError) -> Self {
+        Self::bad_request(e.code, e.message)
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::NotFound => Self::not_found(),
+            store::StoreError::Conflict(code) => Self::conflict(code, conflict_message(code)),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<auth::AuthError> for ApiError {
+    fn from(e: auth::AuthError) -> Self {
+        Self::internal(e)
+    }
+}
+
+fn conflict_message(code: &str) -> &'static str {
+    match code {
+        "setup_disabled" => "setup has already been completed",
+        "free_plan_limit" => "this tenant already has an app on the free plan",
+        "email_taken" => "an account with this email already exists",
+        _ => "the request conflicts with the current state",
+    }
+}
+
+/// RFC 6749 §5.2 error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+}
+
+impl OAuthErrorCode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+        }
+    }
+}
+
+/// An RFC 6749 §5.2 error answer.
+#[derive(Debug)]
+pub struct OAuthError {
+    pub code: OAuthErrorCode,
+    pub description: String,
+    /// The client tried HTTP Basic: answer 401 with `WWW-Authenticate`.
+    pub basic_challenge: bool,
+    /// Extra members (e.g. `"mfa": "required"`).
+    pub extra: Option<(&'static str, &'static str)>,
+    internal: Option<String>,
+}
+
+impl OAuthError {
+    pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
+        Self { code, description: description.into(), basic_challenge: false, extra: None, internal: None }
+    }
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(OAuthErrorCode::InvalidRequest, d)
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(OAuthErrorCode::InvalidGrant, d)
+    }
+    pub fn invalid_client(basic: bool) -> Self {
+        Self { basic_challenge: basic, ..Self::new(OAuthErrorCode::InvalidClient, "client authentication failed") }
+    }
+    pub fn with_extra(mut self, key: &'static str, value: &'static str) -> Self {
+        self.extra = Some((key, value));
+        self
+    }
+}
+
+impl From<ApiError> for OAuthError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Client { message, .. } => Self::invalid_request(message),
+            ApiError::Internal(cause) => Self { internal: Some(cause), ..Self::invalid_request("") },
+        }
+    }
+}
+
+impl From<store::StoreError> for OAuthError {
+    fn from(e: store::StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<auth::AuthError> for OAuthError {
+    fn from(e: auth::AuthError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        if let Some(cause) = self.internal {
+            return ApiError::Internal(cause).into_response();
+        }
+        let status =
+            if self.code == OAuthErrorCode::InvalidClient { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.code.as_str().into());
+        body.insert("error_description".into(), self.description.into());
+        if let Some((k, v)) = self.extra {
+            body.insert(k.into(), v.into());
+        }
+        let mut resp = (status, axum::Json(serde_json::Value::Object(body))).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.basic_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"wiresocket\", charset=\"UTF-8\""),
+            );
+        }
+        resp
+    }
+}

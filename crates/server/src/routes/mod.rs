@@ -1,0 +1,162 @@
+//! The HTTP surface. Every route is registered through `utoipa_axum`'s
+//! `routes!`, so `/openapi.json` is generated from the same list the router
+//! serves and cannot drift from it.
+
+pub mod apps;
+pub mod human;
+pub mod oauth;
+pub mod ops;
+pub mod tenants;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Router;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The JSON error body of every non-OAuth endpoint.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorSchema {
+    /// Stable machine-readable code.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// `?limit=&cursor=` of growing collections.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1–500, default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(0) => Err(ApiError::bad_request("invalid_query", "limit must be at least 1")),
+            Some(n) => Ok(n.min(MAX_LIMIT)),
+        }
+    }
+
+    /// The decoded cursor: the id after which the page starts.
+    pub fn after(&self) -> Result<Option<String>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                URL_SAFE_NO_PAD
+                    .decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this server issued"))
+            })
+            .transpose()
+    }
+
+    /// Pages an already-loaded list (small collections).
+    pub fn paginate<T>(&self, items: Vec<T>, id: impl Fn(&T) -> String) -> Result<Paged<T>, ApiError> {
+        let limit = self.limit()? as usize;
+        let after = self.after()?;
+        let start = match after {
+            Some(a) => items.iter().position(|i| id(i) == a).map_or(items.len(), |p| p + 1),
+            None => 0,
+        };
+        let rest: Vec<T> = items.into_iter().skip(start).collect();
+        let has_more = rest.len() > limit;
+        let items: Vec<T> = rest.into_iter().take(limit).collect();
+        let next_cursor = if has_more { items.last().map(|i| encode_cursor(&id(i))) } else { None };
+        Ok(Paged { items, next_cursor })
+    }
+}
+
+pub fn encode_cursor(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Paged<T> {
+    pub fn from_store<R>(page: store::Page<R>, f: impl FnMut(R) -> T) -> Self {
+        Self {
+            items: page.items.into_iter().map(f).collect(),
+            next_cursor: page.next_after.as_deref().map(encode_cursor),
+        }
+    }
+}
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("human session token")).build(),
+            ),
+        );
+        components.add_security_scheme(
+            "app_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "WireSocket", description = "Managed real-time collaboration on Yjs documents: control plane and token service."),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+/// The routes and the OpenAPI document describing exactly them.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(human::setup))
+        .routes(routes!(human::login))
+        .routes(routes!(human::logout))
+        .routes(routes!(human::me))
+        .routes(routes!(tenants::create_tenant))
+        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::list_keys))
+        .routes(routes!(tenants::rotate_key))
+        .routes(routes!(tenants::revoke_key))
+        .routes(routes!(tenants::jwks))
+        .routes(routes!(tenants::jwks_json))
+        .routes(routes!(tenants::metadata))
+        .routes(routes!(tenants::metadata_alias))
+        .routes(routes!(tenants::regions))
+        .routes(routes!(tenants::plans))
+        .routes(routes!(apps::create_app, apps::list_apps))
+        .routes(routes!(apps::get_app, apps::update_app, apps::delete_app))
+        .routes(routes!(apps::rotate_secret))
+        .routes(routes!(apps::change_plan))
+        .routes(routes!(apps::list_invoices))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(oauth::client_token))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts()
+}

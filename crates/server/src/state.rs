@@ -1,0 +1,236 @@
+//! The state every handler shares, and the checks several of them need:
+//! who is calling, and recording what they did.
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::extract::{AppToken, HumanSession};
+use crate::keys::KeyService;
+use auth::password::PasswordPolicy;
+use domain::audit::{ActorType, AuditAction};
+use domain::clock::Clock;
+use domain::ids::{AppId, TenantId};
+use domain::role::{Action, Resource, Role};
+use std::sync::Arc;
+use store::{AuditRecord, Store, TenantRecord};
+use time::OffsetDateTime;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    /// `--public-url`, or `http://<bound address>`.
+    pub public_url: String,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub keys: KeyService,
+    pub password_policy: PasswordPolicy,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Why an app token was refused; said in the 401 message (never secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unknown, retired or revoked signing key")]
+    UnknownKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    #[error("token revoked")]
+    Revoked,
+    #[error("the app no longer exists")]
+    AppGone,
+    #[error("token does not match its issuer")]
+    WrongIssuer,
+    #[error("verification unavailable")]
+    Unavailable,
+}
+
+impl From<auth::signing::JwtError> for TokenRejection {
+    fn from(e: auth::signing::JwtError) -> Self {
+        use auth::signing::JwtError as J;
+        match e {
+            J::Malformed => Self::Malformed,
+            J::UnsupportedAlgorithm => Self::UnsupportedAlgorithm,
+            J::BadSignature => Self::BadSignature,
+            J::Expired => Self::Expired,
+            J::NotYetValid => Self::NotYetValid,
+            J::WrongAudience => Self::WrongAudience,
+        }
+    }
+}
+
+/// Who did something, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub kind: ActorType,
+    pub id: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl Actor {
+    pub fn user(session: &HumanSession, ip: &crate::extract::ClientIp) -> Self {
+        Self { kind: ActorType::User, id: Some(session.user.id.to_string()), ip: ip.0.clone() }
+    }
+    pub fn app(app: &store::AppRecord, ip: &crate::extract::ClientIp) -> Self {
+        Self { kind: ActorType::App, id: Some(app.id.to_string()), ip: ip.0.clone() }
+    }
+    pub fn anonymous(ip: &crate::extract::ClientIp) -> Self {
+        Self { kind: ActorType::Anonymous, id: None, ip: ip.0.clone() }
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// `iss` of the tenant's tokens.
+    pub fn issuer(&self, tenant: TenantId) -> String {
+        format!("{}/{}", self.public_url, tenant)
+    }
+
+    pub async fn session_from_token(&self, token: &str) -> Result<Option<HumanSession>, ApiError> {
+        let token_hash = auth::token::hash_token(token);
+        let Some(session) = self.store.get_session(&token_hash).await? else {
+            return Ok(None);
+        };
+        if session.expires_at <= self.now() {
+            return Ok(None);
+        }
+        let Some(user) = self.store.get_user(session.user_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(HumanSession { user, token_hash, expires_at: session.expires_at }))
+    }
+
+    /// Verifies an app's JWT completely: signature by a key that still
+    /// verifies, expiry, audience, issuer, deny-list, and that the app still
+    /// exists and has not rotated its secret since the token was issued.
+    pub async fn verify_app_token(&self, token: &str) -> Result<AppToken, TokenRejection> {
+        let now = self.now();
+        let kid = auth::signing::token_kid(token)?;
+        let (key, tenant) = self
+            .keys
+            .verifier(&kid, now)
+            .await
+            .map_err(|_| TokenRejection::Unavailable)?
+            .ok_or(TokenRejection::UnknownKey)?;
+        let claims = auth::signing::verify(token, &key, now)?;
+        if claims.tid != tenant.to_string() || claims.iss != self.issuer(tenant) {
+            return Err(TokenRejection::WrongIssuer);
+        }
+        if self.store.is_jti_denied(&claims.jti, now).await.map_err(|_| TokenRejection::Unavailable)? {
+            return Err(TokenRejection::Revoked);
+        }
+        let app_id = AppId::parse(&claims.app).map_err(|_| TokenRejection::Malformed)?;
+        let app = self
+            .store
+            .get_app_by_id(app_id)
+            .await
+            .map_err(|_| TokenRejection::Unavailable)?
+            .filter(|a| a.tenant_id == tenant && a.client_id == claims.client_id)
+            .ok_or(TokenRejection::AppGone)?;
+        if app.secret_rotated_at.is_some_and(|t| claims.iat < t.unix_timestamp()) {
+            return Err(TokenRejection::Revoked);
+        }
+        Ok(AppToken { claims, app })
+    }
+
+    /// The tenant, if the user is a member whose role grants `(resource,
+    /// action)`. Not a member (or no such tenant): 404, so existence does not
+    /// leak. A member without the permission: 403.
+    pub async fn authorize(
+        &self,
+        session: &HumanSession,
+        tenant: &str,
+        resource: Resource,
+        action: Action,
+    ) -> Result<(TenantRecord, Role), ApiError> {
+        let tenant = TenantId::parse(tenant).map_err(|_| ApiError::not_found())?;
+        let role = self.store.get_membership(tenant, session.user.id).await?.ok_or_else(ApiError::not_found)?;
+        let role = Role::parse(&role).map_err(|_| ApiError::internal(format!("stored role {role:?} is unknown")))?;
+        if !role.permits(resource, action) {
+            return Err(ApiError::forbidden(format!(
+                "role {} may not {} {}",
+                role.as_str(),
+                action_str(action),
+                resource_str(resource)
+            )));
+        }
+        let record = self.store.get_tenant(tenant).await?.ok_or_else(ApiError::not_found)?;
+        Ok((record, role))
+    }
+
+    /// Appends to the audit trail. A failure to record is logged loudly but
+    /// does not undo the action that already happened.
+    pub async fn audit(
+        &self,
+        tenant: Option<TenantId>,
+        actor: &Actor,
+        action: AuditAction,
+        target: Option<(&str, String)>,
+        details: serde_json::Value,
+    ) {
+        let event = AuditRecord {
+            seq: 0,
+            tenant_id: tenant,
+            at: self.now(),
+            actor_type: actor.kind.as_str().to_owned(),
+            actor_id: actor.id.clone(),
+            action: action.as_str().to_owned(),
+            target_type: target.as_ref().map(|(t, _)| (*t).to_owned()),
+            target_id: target.map(|(_, id)| id),
+            ip: actor.ip.clone(),
+            details,
+        };
+        if let Err(e) = self.store.append_audit(&event).await {
+            tracing::error!(error = %e, action = action.as_str(), "failed to append audit event");
+        }
+    }
+}
+
+fn action_str(a: Action) -> &'static str {
+    match a {
+        Action::Read => "read",
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::Delete => "delete",
+    }
+}
+
+fn resource_str(r: Resource) -> &'static str {
+    match r {
+        Resource::Tenants => "tenants",
+        Resource::Apps => "apps",
+        Resource::Keys => "keys",
+        Resource::Billing => "billing",
+        Resource::Members => "members",
+        Resource::Roles => "roles",
+        Resource::Invites => "invites",
+        Resource::Webhooks => "webhooks",
+        Resource::Documents => "documents",
+        Resource::Nodes => "nodes",
+        Resource::Audit => "audit",
+    }
+}

@@ -1,0 +1,15 @@
+//! One integration-test binary (one link step) for the whole HTTP API.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+extern crate wiresocket_server as server;
+
+mod helpers;
+
+mod apps;
+mod human;
+mod master_key;
+mod no_500;
+mod oauth;
+mod ops;
+mod secrets_at_rest;
+mod tenants;

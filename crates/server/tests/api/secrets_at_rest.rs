@@ -1,0 +1,74 @@
+//! After a real run, the data dir's bytes hold no private key, client secret,
+//! password or raw session/refresh token.
+
+use crate::helpers::*;
+use serde_json::json;
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn no_secret_is_stored_in_the_clear() {
+    let app = spawn_app().await;
+    let owner = app.setup().await;
+    let creds = app.create_app(&owner, "starter", &[]).await;
+    let tokens = app.client_credentials(&creds).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let r = app.token_request(&creds, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    let rotated: serde_json::Value = r.json().await.unwrap();
+    let pw = app
+        .post("/oauth/token")
+        .form(&[("grant_type", "password"), ("username", &owner.email), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let r = app
+        .post(&format!("/v1/tenants/{}/apps/{}/secret/rotate", owner.tenant_id, creds.id))
+        .bearer_auth(&owner.session)
+        .send()
+        .await
+        .unwrap();
+    let new_secret = r.json::<serde_json::Value>().await.unwrap()["client_secret"].as_str().unwrap().to_owned();
+    let r = app.post("/v1/tenants").bearer_auth(&owner.session).json(&json!({"name": "Two"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+
+    // The private keys as the server holds them in memory.
+    let tid = domain::ids::TenantId::parse(&owner.tenant_id).unwrap();
+    let der = app.state.keys.signer(tid).await.unwrap().to_pkcs8().unwrap();
+    let state = app.state.clone();
+    let data_dir = app.data_dir.clone();
+    app.stop().await;
+    drop(state);
+
+    let mut secrets: Vec<(String, Vec<u8>)> = vec![
+        ("password".into(), PASSWORD.as_bytes().to_vec()),
+        ("client secret".into(), creds.client_secret.as_bytes().to_vec()),
+        ("rotated client secret".into(), new_secret.into_bytes()),
+        ("session".into(), owner.session.as_bytes().to_vec()),
+        ("refresh token".into(), refresh.into_bytes()),
+        ("rotated refresh token".into(), rotated["refresh_token"].as_str().unwrap().as_bytes().to_vec()),
+        ("dashboard session".into(), pw["access_token"].as_str().unwrap().as_bytes().to_vec()),
+        ("dashboard refresh".into(), pw["refresh_token"].as_str().unwrap().as_bytes().to_vec()),
+    ];
+    // Any 32-byte run of the private key's DER (well inside its secret part).
+    for (i, chunk) in der.chunks(32).filter(|c| c.len() == 32).enumerate() {
+        secrets.push((format!("private key chunk {i}"), chunk.to_vec()));
+    }
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(&data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "master.key") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += bytes.len();
+        for (what, needle) in &secrets {
+            assert!(!contains(&bytes, needle), "{what} found in {}", path.display());
+        }
+    }
+    assert!(scanned > 10_000, "the database was scanned ({scanned} bytes)");
+}

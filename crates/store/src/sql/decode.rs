@@ -1,0 +1,194 @@
+//! Rows to records, written once for both engines over the small [`Cols`]
+//! interface. A stored value the records cannot hold (an unknown key state,
+//! a malformed id or JSON, a column of the wrong type) is
+//! [`StoreError::Corrupt`], never a panic.
+
+use crate::{
+    AppRecord, AuditRecord, InvoiceRecord, RefreshKind, RefreshTokenRecord, Result, SessionRecord, SigningKeyRecord,
+    StoreError, TenantRecord, UserRecord,
+};
+use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
+use domain::keys::KeyState;
+use domain::plan::PlanId;
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Typed column access by name; implemented for each engine's row type.
+pub(super) trait Cols {
+    fn text(&self, col: &str) -> Result<String>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    fn int(&self, col: &str) -> Result<i64>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    fn blob(&self, col: &str) -> Result<Vec<u8>>;
+    fn flag(&self, col: &str) -> Result<bool>;
+
+    fn time(&self, col: &str) -> Result<OffsetDateTime> {
+        to_time(col, self.int(col)?)
+    }
+    fn opt_time(&self, col: &str) -> Result<Option<OffsetDateTime>> {
+        self.opt_int(col)?.map(|s| to_time(col, s)).transpose()
+    }
+    fn uuid(&self, col: &str) -> Result<Uuid> {
+        let s = self.text(col)?;
+        Uuid::parse_str(&s).map_err(|_| corrupt(col, &format!("not a uuid: {s:?}")))
+    }
+    fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>> {
+        self.opt_text(col)?
+            .map(|s| Uuid::parse_str(&s).map_err(|_| corrupt(col, &format!("not a uuid: {s:?}"))))
+            .transpose()
+    }
+    fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T> {
+        serde_json::from_str(&self.text(col)?).map_err(|e| corrupt(col, &format!("bad JSON: {e}")))
+    }
+}
+
+macro_rules! impl_cols {
+    ($row:ty) => {
+        impl Cols for $row {
+            fn text(&self, col: &str) -> Result<String> {
+                self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
+            }
+            fn opt_text(&self, col: &str) -> Result<Option<String>> {
+                self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
+            }
+            fn int(&self, col: &str) -> Result<i64> {
+                self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+                self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
+            }
+            fn blob(&self, col: &str) -> Result<Vec<u8>> {
+                self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
+            }
+            fn flag(&self, col: &str) -> Result<bool> {
+                self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
+            }
+        }
+    };
+}
+
+impl_cols!(sqlx::sqlite::SqliteRow);
+impl_cols!(sqlx::postgres::PgRow);
+
+fn corrupt(col: &str, why: &str) -> StoreError {
+    StoreError::Corrupt(format!("column {col}: {why}"))
+}
+
+fn to_time(col: &str, secs: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|_| corrupt(col, &format!("time out of range: {secs}")))
+}
+
+pub(super) fn count(r: &impl Cols) -> Result<i64> {
+    r.int("n")
+}
+
+pub(super) fn user(r: &impl Cols) -> Result<UserRecord> {
+    Ok(UserRecord {
+        id: UserId::from_uuid(r.uuid("id")?),
+        email: r.text("email")?,
+        password_hash: r.text("password_hash")?,
+        is_operator: r.flag("is_operator")?,
+        created_at: r.time("created_at")?,
+    })
+}
+
+pub(super) fn session(r: &impl Cols) -> Result<SessionRecord> {
+    Ok(SessionRecord {
+        token_hash: r.text("token_hash")?,
+        user_id: UserId::from_uuid(r.uuid("user_id")?),
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+    })
+}
+
+pub(super) fn tenant(r: &impl Cols) -> Result<TenantRecord> {
+    Ok(TenantRecord {
+        id: TenantId::from_uuid(r.uuid("id")?),
+        name: r.text("name")?,
+        created_at: r.time("created_at")?,
+    })
+}
+
+pub(super) fn role(r: &impl Cols) -> Result<String> {
+    r.text("role")
+}
+
+pub(super) fn key(r: &impl Cols) -> Result<SigningKeyRecord> {
+    let state = r.text("state")?;
+    let version = r.int("master_key_version")?;
+    Ok(SigningKeyRecord {
+        kid: r.text("kid")?,
+        tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
+        state: KeyState::parse(&state).ok_or_else(|| corrupt("state", &format!("unknown key state {state:?}")))?,
+        public_n: r.text("public_n")?,
+        public_e: r.text("public_e")?,
+        private_key_enc: r.blob("private_key_enc")?,
+        master_key_version: u32::try_from(version)
+            .map_err(|_| corrupt("master_key_version", &format!("out of range: {version}")))?,
+        created_at: r.time("created_at")?,
+        retires_at: r.opt_time("retires_at")?,
+        revoked_at: r.opt_time("revoked_at")?,
+    })
+}
+
+pub(super) fn app(r: &impl Cols) -> Result<AppRecord> {
+    let plan = r.text("plan")?;
+    Ok(AppRecord {
+        id: AppId::from_uuid(r.uuid("id")?),
+        tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
+        name: r.text("name")?,
+        client_id: r.text("client_id")?,
+        client_secret_hash: r.text("client_secret_hash")?,
+        region: r.text("region")?,
+        plan: PlanId::parse(&plan).map_err(|_| corrupt("plan", &format!("unknown plan {plan:?}")))?,
+        allowed_domains: r.json("allowed_domains")?,
+        environment: r.text("environment")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+        secret_rotated_at: r.opt_time("secret_rotated_at")?,
+    })
+}
+
+pub(super) fn invoice(r: &impl Cols) -> Result<InvoiceRecord> {
+    Ok(InvoiceRecord {
+        id: InvoiceId::from_uuid(r.uuid("id")?),
+        app_id: AppId::from_uuid(r.uuid("app_id")?),
+        tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
+        lines: r.json("lines")?,
+        total_cents: r.int("total_cents")?,
+        created_at: r.time("created_at")?,
+    })
+}
+
+pub(super) fn refresh(r: &impl Cols) -> Result<RefreshTokenRecord> {
+    let kind = r.text("kind")?;
+    Ok(RefreshTokenRecord {
+        token_hash: r.text("token_hash")?,
+        family_id: FamilyId::from_uuid(r.uuid("family_id")?),
+        kind: RefreshKind::parse(&kind).ok_or_else(|| corrupt("kind", &format!("unknown token kind {kind:?}")))?,
+        subject: r.text("subject")?,
+        client_id: r.text("client_id")?,
+        scope: r.text("scope")?,
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+        used_at: r.opt_time("used_at")?,
+        revoked_at: r.opt_time("revoked_at")?,
+    })
+}
+
+pub(super) fn audit(r: &impl Cols) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.int("seq")?,
+        tenant_id: r.opt_uuid("tenant_id")?.map(TenantId::from_uuid),
+        at: r.time("at")?,
+        actor_type: r.text("actor_type")?,
+        actor_id: r.opt_text("actor_id")?,
+        action: r.text("action")?,
+        target_type: r.opt_text("target_type")?,
+        target_id: r.opt_text("target_id")?,
+        ip: r.opt_text("ip")?,
+        details: r.json("details")?,
+    })
+}

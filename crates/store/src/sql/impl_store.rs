@@ -1,0 +1,693 @@
+//! `impl_store!`: the one body of [`Store`](crate::Store) for every SQL
+//! engine. It expands to `impl Store for $store` where `$store` has a
+//! `pool: sqlx::Pool<$db>` field; the statements come from `super::queries`
+//! and the row decoders from `super::decode`, both engine-agnostic.
+//!
+//! `begin_write` is how a write transaction starts. SQLite needs
+//! `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes can
+//! fail at once with SQLITE_BUSY when another writer got in between,
+//! without waiting on `busy_timeout`. PostgreSQL takes row locks as it goes,
+//! so a plain `BEGIN` is right.
+//!
+//! Where a method stores a record "for" an argument (a key for a tenant, an
+//! invoice for an app), the argument wins over the record's own field, so a
+//! row can never land under another tenant or app than the one the caller
+//! authorised.
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, begin_write = $begin:literal) => {
+        // An anonymous const scopes the imports to this expansion.
+        const _: () = {
+            use domain::ids::{AppId, FamilyId, TenantId, UserId};
+            use domain::keys::KeyState;
+            use domain::plan::PlanId;
+            use domain::role::Role;
+            use time::OffsetDateTime;
+            use $crate::sql::decode;
+            use $crate::sql::queries as q;
+            use $crate::sql::{clamp_limit, db_err, opt_secs, page, secs, to_json};
+            use $crate::{
+                AppRecord, AuditRecord, InvoiceRecord, Page, RefreshKind, RefreshTokenRecord, Result, RotateOutcome,
+                SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
+            };
+
+            impl $store {
+                async fn write_tx(&self) -> Result<sqlx::Transaction<'static, $db>> {
+                    self.pool.begin_with($begin).await.map_err(db_err)
+                }
+
+                async fn insert_user(conn: &mut <$db as sqlx::Database>::Connection, user: &UserRecord) -> Result<()> {
+                    sqlx::query(q::INSERT_USER)
+                        .bind(user.id.to_string())
+                        .bind(&user.email)
+                        .bind(&user.password_hash)
+                        .bind(user.is_operator)
+                        .bind(secs(user.created_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                /// Inserts the tenant and its first member.
+                async fn insert_tenant(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    tenant: &TenantRecord,
+                    owner: UserId,
+                    role: &str,
+                ) -> Result<()> {
+                    sqlx::query(q::INSERT_TENANT)
+                        .bind(tenant.id.to_string())
+                        .bind(&tenant.name)
+                        .bind(secs(tenant.created_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    sqlx::query(q::INSERT_MEMBERSHIP)
+                        .bind(tenant.id.to_string())
+                        .bind(owner.to_string())
+                        .bind(role)
+                        .bind(secs(tenant.created_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                /// Stores `key` under `tenant` in `state`.
+                async fn insert_key(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    tenant: TenantId,
+                    key: &SigningKeyRecord,
+                    state: KeyState,
+                ) -> Result<()> {
+                    sqlx::query(q::INSERT_KEY)
+                        .bind(&key.kid)
+                        .bind(tenant.to_string())
+                        .bind(state.as_str())
+                        .bind(&key.public_n)
+                        .bind(&key.public_e)
+                        .bind(&key.private_key_enc)
+                        .bind(i64::from(key.master_key_version))
+                        .bind(secs(key.created_at))
+                        .bind(opt_secs(key.retires_at))
+                        .bind(opt_secs(key.revoked_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                /// Stores `token` in `family` (app tokens also get `app_id`, so
+                /// deleting the app deletes them).
+                async fn insert_refresh(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    token: &RefreshTokenRecord,
+                    family: FamilyId,
+                ) -> Result<()> {
+                    let app_id = match token.kind {
+                        RefreshKind::App => Some(token.subject.as_str()),
+                        RefreshKind::User => None,
+                    };
+                    sqlx::query(q::INSERT_REFRESH)
+                        .bind(&token.token_hash)
+                        .bind(family.to_string())
+                        .bind(token.kind.as_str())
+                        .bind(&token.subject)
+                        .bind(&token.client_id)
+                        .bind(&token.scope)
+                        .bind(secs(token.created_at))
+                        .bind(secs(token.expires_at))
+                        .bind(opt_secs(token.used_at))
+                        .bind(opt_secs(token.revoked_at))
+                        .bind(app_id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl Store for $store {
+                async fn ping(&self) -> Result<()> {
+                    sqlx::query(q::PING).execute(&self.pool).await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                // ---- users and sessions -----------------------------------
+                async fn setup_first_user(
+                    &self,
+                    user: &UserRecord,
+                    tenant: &TenantRecord,
+                    key: &SigningKeyRecord,
+                ) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    // The singleton row first: concurrent setups serialise on
+                    // its primary key and all but one get `setup_disabled`.
+                    sqlx::query(q::INSERT_SETUP_STATE)
+                        .bind(secs(user.created_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let users = sqlx::query(q::COUNT_USERS).fetch_one(&mut *tx).await.map_err(db_err)?;
+                    if decode::count(&users)? > 0 {
+                        return Err(StoreError::Conflict("setup_disabled"));
+                    }
+                    Self::insert_user(&mut tx, user).await?;
+                    Self::insert_tenant(&mut tx, tenant, user.id, Role::SuperAdmin.as_str()).await?;
+                    Self::insert_key(&mut tx, tenant.id, key, key.state).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn create_user(&self, user: &UserRecord) -> Result<()> {
+                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    Self::insert_user(&mut conn, user).await
+                }
+
+                async fn get_user(&self, id: UserId) -> Result<Option<UserRecord>> {
+                    sqlx::query(q::GET_USER)
+                        .bind(id.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::user(&r))
+                        .transpose()
+                }
+
+                async fn get_user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+                    sqlx::query(q::GET_USER_BY_EMAIL)
+                        .bind(email)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::user(&r))
+                        .transpose()
+                }
+
+                async fn count_users(&self) -> Result<i64> {
+                    let row = sqlx::query(q::COUNT_USERS).fetch_one(&self.pool).await.map_err(db_err)?;
+                    decode::count(&row)
+                }
+
+                async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+                    sqlx::query(q::INSERT_SESSION)
+                        .bind(&session.token_hash)
+                        .bind(session.user_id.to_string())
+                        .bind(secs(session.created_at))
+                        .bind(secs(session.expires_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn get_session(&self, token_hash: &str) -> Result<Option<SessionRecord>> {
+                    sqlx::query(q::GET_SESSION)
+                        .bind(token_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::session(&r))
+                        .transpose()
+                }
+
+                async fn delete_session(&self, token_hash: &str) -> Result<bool> {
+                    let done =
+                        sqlx::query(q::DELETE_SESSION).bind(token_hash).execute(&self.pool).await.map_err(db_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn delete_user_sessions(&self, user_id: UserId) -> Result<u64> {
+                    let done = sqlx::query(q::DELETE_USER_SESSIONS)
+                        .bind(user_id.to_string())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn delete_expired_sessions(&self, now: OffsetDateTime) -> Result<u64> {
+                    let done = sqlx::query(q::DELETE_EXPIRED_SESSIONS)
+                        .bind(secs(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected())
+                }
+
+                // ---- tenants and memberships ------------------------------
+                async fn create_tenant(
+                    &self,
+                    tenant: &TenantRecord,
+                    owner: UserId,
+                    owner_role: &str,
+                    key: &SigningKeyRecord,
+                ) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    Self::insert_tenant(&mut tx, tenant, owner, owner_role).await?;
+                    Self::insert_key(&mut tx, tenant.id, key, key.state).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn get_tenant(&self, id: TenantId) -> Result<Option<TenantRecord>> {
+                    sqlx::query(q::GET_TENANT)
+                        .bind(id.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::tenant(&r))
+                        .transpose()
+                }
+
+                async fn get_membership(&self, tenant: TenantId, user: UserId) -> Result<Option<String>> {
+                    sqlx::query(q::GET_MEMBERSHIP)
+                        .bind(tenant.to_string())
+                        .bind(user.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::role(&r))
+                        .transpose()
+                }
+
+                async fn list_user_tenants(&self, user: UserId) -> Result<Vec<(TenantRecord, String)>> {
+                    sqlx::query(q::LIST_USER_TENANTS)
+                        .bind(user.to_string())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(|r| Ok((decode::tenant(r)?, decode::role(r)?)))
+                        .collect()
+                }
+
+                // ---- signing keys -----------------------------------------
+                async fn list_signing_keys(&self, tenant: TenantId) -> Result<Vec<SigningKeyRecord>> {
+                    sqlx::query(q::LIST_TENANT_KEYS)
+                        .bind(tenant.to_string())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::key)
+                        .collect()
+                }
+
+                async fn get_signing_key(&self, kid: &str) -> Result<Option<SigningKeyRecord>> {
+                    sqlx::query(q::GET_KEY)
+                        .bind(kid)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::key(&r))
+                        .transpose()
+                }
+
+                async fn rotate_signing_key(
+                    &self,
+                    tenant: TenantId,
+                    new_key: &SigningKeyRecord,
+                    retires_at: OffsetDateTime,
+                ) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    sqlx::query(q::RETIRE_ACTIVE_KEYS)
+                        .bind(tenant.to_string())
+                        .bind(secs(retires_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    Self::insert_key(&mut tx, tenant, new_key, KeyState::Active).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn revoke_signing_key(
+                    &self,
+                    tenant: TenantId,
+                    kid: &str,
+                    now: OffsetDateTime,
+                    replacement: Option<&SigningKeyRecord>,
+                ) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    let revoked = sqlx::query(q::REVOKE_KEY)
+                        .bind(tenant.to_string())
+                        .bind(kid)
+                        .bind(secs(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected();
+                    if revoked == 0 {
+                        // Already revoked (a no-op, also for the replacement: a
+                        // concurrent revocation brought its own) or not this
+                        // tenant's key at all.
+                        let found = sqlx::query(q::KEY_EXISTS)
+                            .bind(tenant.to_string())
+                            .bind(kid)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        return if decode::count(&found)? > 0 { Ok(()) } else { Err(StoreError::NotFound) };
+                    }
+                    if let Some(key) = replacement {
+                        Self::insert_key(&mut tx, tenant, key, KeyState::Active).await?;
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn list_all_signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+                    sqlx::query(q::LIST_ALL_KEYS)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::key)
+                        .collect()
+                }
+
+                async fn rewrap_signing_key(
+                    &self,
+                    kid: &str,
+                    private_key_enc: &[u8],
+                    master_key_version: u32,
+                ) -> Result<()> {
+                    let done = sqlx::query(q::REWRAP_KEY)
+                        .bind(kid)
+                        .bind(private_key_enc)
+                        .bind(i64::from(master_key_version))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                // ---- apps, plans, invoices --------------------------------
+                async fn create_app(&self, app: &AppRecord) -> Result<()> {
+                    sqlx::query(q::INSERT_APP)
+                        .bind(app.id.to_string())
+                        .bind(app.tenant_id.to_string())
+                        .bind(&app.name)
+                        .bind(&app.client_id)
+                        .bind(&app.client_secret_hash)
+                        .bind(&app.region)
+                        .bind(app.plan.as_str())
+                        .bind(to_json(&app.allowed_domains)?)
+                        .bind(&app.environment)
+                        .bind(secs(app.created_at))
+                        .bind(secs(app.updated_at))
+                        .bind(opt_secs(app.secret_rotated_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn get_app(&self, tenant: TenantId, app: AppId) -> Result<Option<AppRecord>> {
+                    sqlx::query(q::GET_TENANT_APP)
+                        .bind(tenant.to_string())
+                        .bind(app.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::app(&r))
+                        .transpose()
+                }
+
+                async fn get_app_by_id(&self, app: AppId) -> Result<Option<AppRecord>> {
+                    sqlx::query(q::GET_APP)
+                        .bind(app.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::app(&r))
+                        .transpose()
+                }
+
+                async fn get_app_by_client_id(&self, client_id: &str) -> Result<Option<AppRecord>> {
+                    sqlx::query(q::GET_APP_BY_CLIENT_ID)
+                        .bind(client_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::app(&r))
+                        .transpose()
+                }
+
+                async fn list_apps(
+                    &self,
+                    tenant: TenantId,
+                    after: Option<&str>,
+                    limit: u32,
+                ) -> Result<Page<AppRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_APPS)
+                        .bind(tenant.to_string())
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::app)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |a| a.id.to_string()))
+                }
+
+                async fn update_app(&self, app: &AppRecord) -> Result<()> {
+                    let done = sqlx::query(q::UPDATE_APP)
+                        .bind(app.tenant_id.to_string())
+                        .bind(app.id.to_string())
+                        .bind(&app.name)
+                        .bind(to_json(&app.allowed_domains)?)
+                        .bind(&app.environment)
+                        .bind(secs(app.updated_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn delete_app(&self, tenant: TenantId, app: AppId) -> Result<()> {
+                    // Refresh tokens and invoices go by ON DELETE CASCADE.
+                    let done = sqlx::query(q::DELETE_APP)
+                        .bind(tenant.to_string())
+                        .bind(app.to_string())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn set_app_secret(
+                    &self,
+                    app: AppId,
+                    client_secret_hash: &str,
+                    now: OffsetDateTime,
+                ) -> Result<()> {
+                    let done = sqlx::query(q::SET_APP_SECRET)
+                        .bind(app.to_string())
+                        .bind(client_secret_hash)
+                        .bind(secs(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn change_app_plan(&self, app: AppId, plan: PlanId, invoice: &InvoiceRecord) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    // The partial unique index refuses a second free app here.
+                    let done = sqlx::query(q::SET_APP_PLAN)
+                        .bind(app.to_string())
+                        .bind(plan.as_str())
+                        .bind(secs(invoice.created_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    sqlx::query(q::INSERT_INVOICE)
+                        .bind(invoice.id.to_string())
+                        .bind(app.to_string())
+                        .bind(to_json(&invoice.lines)?)
+                        .bind(invoice.total_cents)
+                        .bind(secs(invoice.created_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn list_invoices(
+                    &self,
+                    app: AppId,
+                    after: Option<&str>,
+                    limit: u32,
+                ) -> Result<Page<InvoiceRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_INVOICES)
+                        .bind(app.to_string())
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::invoice)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |i| i.id.to_string()))
+                }
+
+                // ---- refresh tokens and the deny-list ---------------------
+                async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()> {
+                    let mut conn = self.pool.acquire().await.map_err(db_err)?;
+                    Self::insert_refresh(&mut conn, token, token.family_id).await
+                }
+
+                async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRecord>> {
+                    sqlx::query(q::GET_REFRESH)
+                        .bind(token_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::refresh(&r))
+                        .transpose()
+                }
+
+                async fn rotate_refresh_token(
+                    &self,
+                    old_hash: &str,
+                    new_token: &RefreshTokenRecord,
+                    now: OffsetDateTime,
+                ) -> Result<RotateOutcome> {
+                    let mut tx = self.write_tx().await?;
+                    let marked = sqlx::query(q::MARK_REFRESH_USED)
+                        .bind(old_hash)
+                        .bind(secs(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected();
+                    let Some(mut old) = sqlx::query(q::GET_REFRESH)
+                        .bind(old_hash)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::refresh(&r))
+                        .transpose()?
+                    else {
+                        return Ok(RotateOutcome::Invalid);
+                    };
+                    if marked == 1 {
+                        // The successor always joins the presented token's
+                        // family, so a later reuse revokes it too.
+                        Self::insert_refresh(&mut tx, new_token, old.family_id).await?;
+                        tx.commit().await.map_err(db_err)?;
+                        return Ok(RotateOutcome::Rotated(old));
+                    }
+                    // Not ours to use. Revoked beats everything (the family is
+                    // already dead); a used token is reuse even once expired,
+                    // since its successors may still be live.
+                    if old.revoked_at.is_some() || old.used_at.is_none() {
+                        return Ok(RotateOutcome::Invalid);
+                    }
+                    sqlx::query(q::REVOKE_FAMILY)
+                        .bind(old.family_id.to_string())
+                        .bind(secs(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    old.revoked_at = Some(now);
+                    Ok(RotateOutcome::Reused(old))
+                }
+
+                async fn revoke_refresh_family(&self, family: FamilyId, now: OffsetDateTime) -> Result<u64> {
+                    let done = sqlx::query(q::REVOKE_FAMILY)
+                        .bind(family.to_string())
+                        .bind(secs(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn deny_jti(&self, jti: &str, expires_at: OffsetDateTime) -> Result<()> {
+                    sqlx::query(q::DENY_JTI)
+                        .bind(jti)
+                        .bind(secs(expires_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn is_jti_denied(&self, jti: &str, now: OffsetDateTime) -> Result<bool> {
+                    let row = sqlx::query(q::IS_JTI_DENIED)
+                        .bind(jti)
+                        .bind(secs(now))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(decode::count(&row)? > 0)
+                }
+
+                async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64> {
+                    let mut tx = self.write_tx().await?;
+                    let mut purged = 0;
+                    for sql in [q::DELETE_EXPIRED_JTIS, q::DELETE_EXPIRED_REFRESH, q::DELETE_EXPIRED_SESSIONS] {
+                        purged +=
+                            sqlx::query(sql).bind(secs(now)).execute(&mut *tx).await.map_err(db_err)?.rows_affected();
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(purged)
+                }
+
+                // ---- audit ------------------------------------------------
+                async fn append_audit(&self, event: &AuditRecord) -> Result<()> {
+                    sqlx::query(q::INSERT_AUDIT)
+                        .bind(event.tenant_id.map(|t| t.to_string()))
+                        .bind(secs(event.at))
+                        .bind(&event.actor_type)
+                        .bind(event.actor_id.as_deref())
+                        .bind(&event.action)
+                        .bind(event.target_type.as_deref())
+                        .bind(event.target_id.as_deref())
+                        .bind(event.ip.as_deref())
+                        .bind(to_json(&event.details)?)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn list_audit(&self, tenant: Option<TenantId>, limit: u32) -> Result<Vec<AuditRecord>> {
+                    let limit = i64::from(clamp_limit(limit));
+                    let query = match tenant {
+                        Some(t) => sqlx::query(q::LIST_TENANT_AUDIT).bind(t.to_string()).bind(limit),
+                        None => sqlx::query(q::LIST_PLATFORM_AUDIT).bind(limit),
+                    };
+                    query.fetch_all(&self.pool).await.map_err(db_err)?.iter().map(decode::audit).collect()
+                }
+            }
+        };
+    };
+}

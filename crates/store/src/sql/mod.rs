@@ -1,0 +1,152 @@
+//! The SQL implementations of [`Store`](crate::Store): [`SqliteStore`]
+//! (embedded, one file) and [`PostgresStore`].
+//!
+//! # Why one SQL text for two engines
+//! Two hand-written implementations drift: a fix lands in one and not the
+//! other, and the engine nobody runs locally rots. So the schema keeps to
+//! types both engines read the same way (ids as text, times as Unix seconds,
+//! JSON as text), every statement lives once in `queries` in the dialect
+//! both accept (`$N` placeholders, `ON CONFLICT`, partial unique indexes),
+//! and the trait body is written once in `impl_store!`, which expands for
+//! each `(store type, sqlx database)` pair. The only per-engine facts are
+//! the migrations' column types, how a write transaction begins, and the
+//! connection setup of [`SqliteStore`] and [`PostgresStore`].
+//!
+//! Rules that must hold under concurrency are held by the database: unique
+//! indexes (one free app per tenant, one setup) and compare-and-set updates
+//! (refresh-token rotation), never read-then-write in Rust.
+
+#[macro_use]
+mod impl_store;
+mod decode;
+mod postgres;
+mod queries;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::{Page, Result, StoreError};
+use serde::Serialize;
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use std::borrow::Cow;
+use time::OffsetDateTime;
+
+/// Largest page a `list_*` call returns; smaller requests are honoured,
+/// zero is read as one.
+pub const MAX_PAGE: u32 = 500;
+
+/// One embedded migration: version, description, SQL.
+type MigrationFile = (i64, &'static str, &'static str);
+
+/// Builds sqlx's runtime migrator from files embedded with `include_str!`
+/// (the `migrate!` macro needs sqlx's `macros` feature, which we leave off
+/// to keep build times down). sqlx records applied versions and their
+/// checksums in `_sqlx_migrations`, so re-running at every start is a no-op
+/// and an edited, already-applied file is refused.
+fn migrator(files: &[MigrationFile]) -> Migrator {
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
+
+/// Maps a database error to the store's vocabulary: unique violations
+/// become `Conflict` with a stable code, foreign-key violations `NotFound`
+/// (the row the new one points to does not exist).
+fn db_err(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            // PostgreSQL names the constraint; SQLite only says
+            // "UNIQUE constraint failed: table.column".
+            let what =
+                db.constraint().or_else(|| db.message().strip_prefix("UNIQUE constraint failed: ")).unwrap_or_default();
+            return StoreError::Conflict(conflict_code(what));
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::NotFound;
+        }
+    }
+    StoreError::Database(e)
+}
+
+/// The conflict code for a violated unique constraint, by its PostgreSQL
+/// name or its SQLite column list (see the migrations).
+fn conflict_code(constraint: &str) -> &'static str {
+    match constraint {
+        "setup_state_pkey" | "setup_state.id" => "setup_disabled",
+        "users_email_key" | "users.email" => "email_taken",
+        "apps_one_free_per_tenant" | "apps.tenant_id" => "free_plan_limit",
+        "apps_client_id_key" | "apps.client_id" => "client_id_taken",
+        "signing_keys_kid_key" | "signing_keys.kid" => "kid_taken",
+        _ => "conflict",
+    }
+}
+
+/// Stored form of a time: whole Unix seconds.
+fn secs(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+fn opt_secs(t: Option<OffsetDateTime>) -> Option<i64> {
+    t.map(secs)
+}
+
+fn to_json(value: &impl Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
+}
+
+fn clamp_limit(limit: u32) -> u32 {
+    limit.clamp(1, MAX_PAGE)
+}
+
+/// A page from rows fetched with `LIMIT limit`: full means there may be more.
+fn page<T>(items: Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> Page<T> {
+    let full = u32::try_from(items.len()).is_ok_and(|n| n == limit);
+    let next_after = if full { items.last().map(id) } else { None };
+    Page { items, next_after }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The file-backed engines run in `tests/contract.rs`; this checks the
+    /// single-connection in-memory variant copes with the suite too.
+    #[tokio::test]
+    async fn contract_on_in_memory_sqlite() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        crate::contract::run_all(&store).await;
+    }
+
+    #[test]
+    fn conflict_codes_cover_both_engines() {
+        for (pg, lite, code) in [
+            ("setup_state_pkey", "setup_state.id", "setup_disabled"),
+            ("users_email_key", "users.email", "email_taken"),
+            ("apps_one_free_per_tenant", "apps.tenant_id", "free_plan_limit"),
+            ("apps_client_id_key", "apps.client_id", "client_id_taken"),
+            ("signing_keys_kid_key", "signing_keys.kid", "kid_taken"),
+            ("apps_pkey", "apps.id", "conflict"),
+        ] {
+            assert_eq!(conflict_code(pg), code);
+            assert_eq!(conflict_code(lite), code);
+        }
+    }
+
+    #[test]
+    fn page_has_a_cursor_only_when_full() {
+        let p = page(vec![1, 2, 3], 3, |n| n.to_string());
+        assert_eq!(p.next_after.as_deref(), Some("3"));
+        let p = page(vec![1, 2], 3, |n| n.to_string());
+        assert_eq!(p.next_after, None);
+        assert_eq!(clamp_limit(0), 1);
+        assert_eq!(clamp_limit(10_000), MAX_PAGE);
+    }
+}

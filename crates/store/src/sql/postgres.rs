@@ -1,0 +1,57 @@
+//! The server engine: PostgreSQL.
+
+use super::{MigrationFile, migrator};
+use crate::Result;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::time::Duration;
+
+const MIGRATIONS: &[MigrationFile] = &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+
+const POOL_SIZE: u32 = 10;
+
+/// How long a caller waits for a free connection (or for the server to
+/// answer at startup) before the call fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`Store`](crate::Store) on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:pass@host:port/db?…`) and applies
+    /// pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        Self::connect_with(options).await
+    }
+
+    /// Like [`connect`](Self::connect), from parsed options.
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        // sqlx holds an advisory lock while migrating, so several replicas
+        // starting together apply each migration once.
+        migrator(MIGRATIONS).run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Waits for in-flight queries and closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The raw pool, for tests that need to plant rows the trait cannot
+    /// write (e.g. corrupt ones). Not for application code: it would
+    /// branch storage on the engine.
+    #[cfg(any(test, feature = "contract"))]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl_store!(PostgresStore, sqlx::Postgres, begin_write = "BEGIN");

@@ -1,0 +1,267 @@
+//! Runs the store contract (`store::contract`) against every engine, each
+//! test on a database of its own: a fresh SQLite file under the temp dir,
+//! and a fresh PostgreSQL database created for the test and dropped after.
+//!
+//! PostgreSQL comes from `WIRESOCKET_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`; the user must be allowed
+//! to create databases). If it cannot be reached the PostgreSQL tests fail:
+//! they never skip, so CI cannot pass without having run them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+// The package itself, linked with its `contract` feature (see Cargo.toml).
+use sqlx::{AssertSqlSafe, Connection, Executor};
+use std::path::PathBuf;
+use std::time::Duration;
+use store::Store;
+use store::sql::{PostgresStore, SqliteStore};
+use wiresocket_store as store;
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A store on a database of its own, removed when dropped (also when the
+/// test panics).
+trait TestDb: Sized {
+    type S: Store;
+    async fn new() -> Self;
+    fn store(&self) -> &Self::S;
+    /// A second store on the same database, as after a restart.
+    async fn reopen(&self) -> Self::S;
+}
+
+struct SqliteDb {
+    store: SqliteStore,
+    dir: PathBuf,
+}
+
+impl TestDb for SqliteDb {
+    type S = SqliteStore;
+
+    async fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("wiresocket-store-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("wiresocket.db")).await.unwrap();
+        Self { store, dir }
+    }
+
+    fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+
+    async fn reopen(&self) -> SqliteStore {
+        SqliteStore::open(&self.dir.join("wiresocket.db")).await.unwrap()
+    }
+}
+
+impl Drop for SqliteDb {
+    fn drop(&mut self) {
+        // Open connections do not stop an unlink on Unix.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct PgDb {
+    // Fields drop in order: the store's pool before the database.
+    store: PostgresStore,
+    options: PgConnectOptions,
+    _database: DropDatabase,
+}
+
+/// Drops the test database when it goes out of scope.
+struct DropDatabase {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+fn pg_url() -> String {
+    std::env::var("WIRESOCKET_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+async fn pg_admin(admin: &PgConnectOptions) -> PgConnection {
+    let url = pg_url();
+    match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(admin)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => panic!(
+            "PostgreSQL is unreachable at {url}: {e}\n\
+             The PostgreSQL contract tests need a running server (they never skip): start it \
+             (e.g. `pg_ctlcluster --skip-systemctl-redirect 15 main start`) or set WIRESOCKET_TEST_DATABASE_URL."
+        ),
+        Err(_) => panic!("PostgreSQL at {url} did not answer within 10 s (set WIRESOCKET_TEST_DATABASE_URL)"),
+    }
+}
+
+impl TestDb for PgDb {
+    type S = PostgresStore;
+
+    async fn new() -> Self {
+        let url = pg_url();
+        let admin: PgConnectOptions =
+            url.parse().unwrap_or_else(|e| panic!("WIRESOCKET_TEST_DATABASE_URL={url:?} is not a PostgreSQL URL: {e}"));
+        let name = format!("wiresocket_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = pg_admin(&admin).await;
+        conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name} at {url}: {e}"));
+        conn.close().await.unwrap();
+        let options = admin.clone().database(&name);
+        let database = DropDatabase { admin, name };
+        let store = PostgresStore::connect_with(options.clone()).await.unwrap();
+        Self { store, options, _database: database }
+    }
+
+    fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+
+    async fn reopen(&self) -> PostgresStore {
+        PostgresStore::connect_with(self.options.clone()).await.unwrap()
+    }
+}
+
+impl Drop for DropDatabase {
+    /// Best effort: `WITH (FORCE)` ends the store's open connections. Drop
+    /// cannot await, so this runs on a thread with a runtime of its own.
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async move {
+                let mut conn = PgConnection::connect_with(&admin).await.ok()?;
+                conn.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// Expands, for one engine, a `#[tokio::test]` per contract test plus the
+/// tests that need raw access to the database.
+macro_rules! engine_tests {
+    ($db:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = <$db as TestDb>::new().await;
+                store::contract::$name(db.store()).await;
+            }
+        )*
+
+        /// Migrations run at every start; the second run must be a no-op
+        /// that keeps the data.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn migrations_are_idempotent() {
+            let db = <$db as TestDb>::new().await;
+            let user = store::contract::user();
+            db.store().create_user(&user).await.unwrap();
+            let again = db.reopen().await;
+            let third = db.reopen().await;
+            assert_eq!(again.get_user(user.id).await.unwrap(), Some(user.clone()));
+            assert_eq!(third.count_users().await.unwrap(), 1);
+        }
+
+        /// The whole suite on one store, as other crates would run it.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn run_all_on_one_store() {
+            let db = <$db as TestDb>::new().await;
+            store::contract::run_all(db.store()).await;
+        }
+
+        /// A stored value the records cannot hold is `Corrupt`, not a panic.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn corrupt_rows_are_errors() {
+            use store::contract::{app, key, now, user};
+            use store::StoreError;
+            let db = <$db as TestDb>::new().await;
+            let (s, pool) = (db.store(), db.store().pool());
+            let owner = user();
+            s.create_user(&owner).await.unwrap();
+            let t = store::contract::tenant();
+            let k = key(t.id, now());
+            s.create_tenant(&t, owner.id, "super_admin", &k).await.unwrap();
+            let a = app(t.id, domain::plan::PlanId::Pro);
+            s.create_app(&a).await.unwrap();
+
+            let plant = [
+                ("UPDATE signing_keys SET state = 'bogus' WHERE kid = $1", k.kid.clone()),
+                ("UPDATE apps SET allowed_domains = 'not json' WHERE id = $1", a.id.to_string()),
+                ("UPDATE users SET id = 'not-a-uuid' WHERE id = $1", {
+                    let lonely = user();
+                    s.create_user(&lonely).await.unwrap();
+                    lonely.id.to_string()
+                }),
+            ];
+            for (sql, id) in plant {
+                assert_eq!(sqlx::query(sql).bind(id).execute(pool).await.unwrap().rows_affected(), 1);
+            }
+            assert!(matches!(s.get_signing_key(&k.kid).await, Err(StoreError::Corrupt(_))));
+            assert!(matches!(s.list_signing_keys(t.id).await, Err(StoreError::Corrupt(_))));
+            assert!(matches!(s.get_app_by_id(a.id).await, Err(StoreError::Corrupt(_))));
+            assert!(matches!(s.list_apps(t.id, None, 10).await, Err(StoreError::Corrupt(_))));
+            let by_email = sqlx::query("SELECT email FROM users WHERE id = 'not-a-uuid'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let email: String = sqlx::Row::get(&by_email, "email");
+            match s.get_user_by_email(&email).await {
+                Err(StoreError::Corrupt(why)) => assert!(why.contains("id"), "{why}"),
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+        }
+    };
+}
+
+/// Every contract test, by name; `every_contract_test_is_wired` keeps this
+/// list and `store::contract::ALL` in step.
+macro_rules! per_engine {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            use super::*;
+            engine_tests!(SqliteDb; $($name),*);
+        }
+
+        mod postgres {
+            use super::*;
+            engine_tests!(PgDb; $($name),*);
+        }
+
+        const WIRED: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+per_engine![
+    setup_runs_once,
+    setup_refused_when_users_exist,
+    setup_concurrent_exactly_one,
+    ping,
+    users_and_email_taken,
+    sessions_expire_and_delete,
+    tenants_and_memberships,
+    create_tenant_is_atomic,
+    signing_key_rotation,
+    signing_key_revocation,
+    signing_key_rewrap_and_list_all,
+    apps_crud_and_tenant_scoping,
+    one_free_app_per_tenant,
+    one_free_app_under_concurrency,
+    change_app_plan_stores_invoice,
+    list_apps_pages,
+    list_invoices_pages,
+    refresh_rotation_and_reuse,
+    refresh_expired_revoked_unknown_are_invalid,
+    refresh_rotation_under_concurrency,
+    deny_list_expires,
+    purge_expired_removes_only_expired,
+    audit_is_newest_first,
+    delete_app_cascades,
+];
+
+#[test]
+fn every_contract_test_is_wired() {
+    let suite: Vec<&str> = store::contract::ALL.iter().map(|(name, _)| *name).collect();
+    assert_eq!(WIRED, suite.as_slice(), "list each store::contract test in per_engine! above");
+}
