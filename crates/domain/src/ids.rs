@@ -25,11 +25,15 @@ macro_rules! uuid_id {
             pub fn as_uuid(&self) -> Uuid {
                 self.0
             }
-            /// Parses the textual form; anything else is a `not_found`-worthy id.
+            /// Parses the canonical textual form only (lowercase, hyphenated):
+            /// one resource, one URL, so e.g. an issuer never differs from
+            /// the path it was fetched from.
             pub fn parse(s: &str) -> Result<Self, DomainError> {
                 Uuid::parse_str(s)
+                    .ok()
+                    .filter(|u| s.len() == 36 && u.hyphenated().to_string() == s)
                     .map(Self)
-                    .map_err(|_| DomainError::new("invalid_id", concat!("not a valid ", $what, " id")))
+                    .ok_or_else(|| DomainError::new("invalid_id", concat!("not a valid ", $what, " id")))
             }
         }
 
@@ -74,3 +78,20 @@ uuid_id!(
     /// A refresh-token family (all tokens descending from one grant).
     FamilyId, "family"
 );
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_the_canonical_form_parses() {
+        let id = TenantId::new();
+        let text = id.to_string();
+        assert_eq!(TenantId::parse(&text).unwrap(), id);
+        assert!(TenantId::parse(&text.to_uppercase()).is_err());
+        assert!(TenantId::parse(&format!("{{{text}}}")).is_err());
+        assert!(TenantId::parse(&format!("urn:uuid:{text}")).is_err());
+        assert!(TenantId::parse(&text.replace('-', "")).is_err());
+    }
+}

@@ -383,3 +383,36 @@ mod tests {
         }
     }
 }
+
+/// The charge for the first billing period of an app created on `plan` at
+/// `anchor` (the subscription starts paid; without it, a later downgrade
+/// would credit time that was never charged). `None` for a free plan.
+pub fn first_period_line(anchor: OffsetDateTime, plan: PlanId) -> Option<InvoiceLine> {
+    let price = plan.plan().price_cents_per_month;
+    if price == 0 {
+        return None;
+    }
+    let end = add_months(anchor, 1);
+    Some(InvoiceLine {
+        description: format!("{} plan ({} to {})", plan.plan().name, anchor.date(), end.date()),
+        plan,
+        period_start: anchor,
+        period_end: end,
+        amount_cents: price,
+    })
+}
+
+#[cfg(test)]
+mod first_period_tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn paid_plans_charge_a_full_first_period_and_free_charges_nothing() {
+        let anchor = datetime!(2024-01-31 10:00:00 UTC);
+        let line = first_period_line(anchor, PlanId::Pro);
+        assert_eq!(line.as_ref().map(|l| l.amount_cents), Some(29_900));
+        assert_eq!(line.map(|l| l.period_end), Some(datetime!(2024-02-29 10:00:00 UTC)));
+        assert_eq!(first_period_line(anchor, PlanId::Free), None);
+    }
+}

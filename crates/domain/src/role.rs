@@ -35,6 +35,24 @@ impl Resource {
     ];
 }
 
+impl Resource {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Tenants => "tenants",
+            Self::Apps => "apps",
+            Self::Keys => "keys",
+            Self::Billing => "billing",
+            Self::Members => "members",
+            Self::Roles => "roles",
+            Self::Invites => "invites",
+            Self::Webhooks => "webhooks",
+            Self::Documents => "documents",
+            Self::Nodes => "nodes",
+            Self::Audit => "audit",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -42,6 +60,17 @@ pub enum Action {
     Create,
     Update,
     Delete,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

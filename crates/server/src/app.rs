@@ -77,8 +77,13 @@ impl Application {
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(config.listen, e))?;
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let metrics = crate::observe::recorder().map_err(StartupError::Other)?;
+        let docs = crate::dataplane::docs::Docs::start(store.clone(), clock.clone());
         let state = AppState::new(Inner {
-            keys: KeyService::new(ring, store.clone()),
+            node_id: config.node_id.clone(),
+            docs,
+            registry: crate::dataplane::registry::Registry::shared(),
+            limits: crate::dataplane::limits::Limits::default(),
+            keys: KeyService::new(ring, store.clone(), &config),
             password_policy: config.password_policy,
             config,
             public_url,
@@ -140,7 +145,7 @@ async fn method_not_allowed() -> impl IntoResponse {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = crate::routes::api();
+    let (api, openapi) = crate::routes::api(state.config.max_message_bytes);
     let openapi = Arc::new(openapi);
     api.route(
         "/openapi.json",

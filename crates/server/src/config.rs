@@ -45,6 +45,12 @@ pub struct ConfigLayer {
     /// License regions served, comma-separated ids [default: aws-us-east-1,eu-central-1]
     #[arg(long, env = "WIRESOCKET_REGIONS", value_delimiter = ',')]
     pub regions: Option<Vec<String>>,
+    /// Largest WebSocket message or REST document update accepted, in bytes [default: 33554432 = 32 MiB]
+    #[arg(long, env = "WIRESOCKET_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// This node's id in discovery answers [default: node-<random>]
+    #[arg(long, env = "WIRESOCKET_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 impl ConfigLayer {
@@ -61,6 +67,8 @@ impl ConfigLayer {
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             session_ttl: self.session_ttl.or(lower.session_ttl),
             regions: self.regions.or(lower.regions),
+            max_message_size: self.max_message_size.or(lower.max_message_size),
+            node_id: self.node_id.or(lower.node_id),
         }
     }
 
@@ -109,6 +117,8 @@ pub struct Config {
     pub session_ttl: Duration,
     pub regions: Vec<Region>,
     pub password_policy: PasswordPolicy,
+    pub max_message_bytes: usize,
+    pub node_id: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -124,6 +134,8 @@ impl std::fmt::Debug for Config {
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("session_ttl", &self.session_ttl)
             .field("regions", &self.regions)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("node_id", &self.node_id)
             .finish()
     }
 }
@@ -133,6 +145,10 @@ pub const DEFAULT_DATA_DIR: &str = "./wiresocket-data";
 /// Access tokens live at most this long (CONTRACT: 15 minutes by default;
 /// client tokens are capped at it).
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 900;
+/// One year.
+pub const MAX_REFRESH_TOKEN_TTL: u64 = 365 * 24 * 3600;
+/// Thirty days.
+pub const MAX_SESSION_TTL: u64 = 30 * 24 * 3600;
 
 impl Config {
     /// Resolves a merged layer plus the `WIRESOCKET_MASTER_KEY` value (read
@@ -157,8 +173,13 @@ impl Config {
         }
         let refresh_token_ttl = layer.refresh_token_ttl.unwrap_or(30 * 24 * 3600);
         let session_ttl = layer.session_ttl.unwrap_or(12 * 3600);
-        if refresh_token_ttl < 60 || session_ttl < 60 {
-            return Err(ConfigError("session and refresh token TTLs must be at least 60 seconds".into()));
+        if !(60..=MAX_REFRESH_TOKEN_TTL).contains(&refresh_token_ttl) {
+            return Err(ConfigError(format!(
+                "refresh token TTL must be between 60 and {MAX_REFRESH_TOKEN_TTL} seconds"
+            )));
+        }
+        if !(60..=MAX_SESSION_TTL).contains(&session_ttl) {
+            return Err(ConfigError(format!("session TTL must be between 60 and {MAX_SESSION_TTL} seconds")));
         }
         let known = domain::plan::default_regions();
         let regions = match layer.regions {
@@ -184,6 +205,15 @@ impl Config {
                 return Err(ConfigError("public URL must be http or https".into()));
             }
         }
+        let max_message_bytes = layer.max_message_size.unwrap_or(32 * 1024 * 1024);
+        if max_message_bytes < 1024 {
+            return Err(ConfigError("max message size must be at least 1024 bytes".into()));
+        }
+        let node_id = match layer.node_id {
+            Some(id) if !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_graphic()) => id,
+            Some(id) => return Err(ConfigError(format!("bad node id {id:?}"))),
+            None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -197,6 +227,8 @@ impl Config {
             session_ttl: Duration::from_secs(session_ttl),
             regions,
             password_policy: PasswordPolicy::recommended(),
+            max_message_bytes,
+            node_id,
         })
     }
 

@@ -57,7 +57,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::Client { status, code, message } => {
-                (status, axum::Json(ErrorBody { error: code, message: &message })).into_response()
+                let mut resp = (status, axum::Json(ErrorBody { error: code, message: &message })).into_response();
+                if status == StatusCode::UNAUTHORIZED {
+                    // RFC 6750 §3 / RFC 9110 §11.6.1: a 401 names its scheme.
+                    resp.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"wiresocket\""));
+                }
+                resp
             }
             Self::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
@@ -98,6 +104,8 @@ fn conflict_message(code: &str) -> &'static str {
         "setup_disabled" => "setup has already been completed",
         "free_plan_limit" => "this tenant already has an app on the free plan",
         "email_taken" => "an account with this email already exists",
+        "plan_changed" => "the plan was changed concurrently; read the app and retry",
+        "key_conflict" => "a concurrent key change won; list the keys and retry",
         _ => "the request conflicts with the current state",
     }
 }
@@ -195,7 +203,7 @@ impl IntoResponse for OAuthError {
         let headers = resp.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        if self.basic_challenge {
+        if self.basic_challenge || self.code == OAuthErrorCode::InvalidClient {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"wiresocket\", charset=\"UTF-8\""),

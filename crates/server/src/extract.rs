@@ -107,6 +107,8 @@ pub struct HumanSession {
     pub user: UserRecord,
     pub token_hash: String,
     pub expires_at: time::OffsetDateTime,
+    /// The refresh-token family a dashboard session came from.
+    pub family_id: Option<domain::ids::FamilyId>,
 }
 
 impl FromRequestParts<AppState> for HumanSession {
@@ -131,6 +133,8 @@ impl FromRequestParts<AppState> for HumanSession {
 pub struct AppToken {
     pub claims: domain::claims::Claims,
     pub app: store::AppRecord,
+    /// The signing key that vouched for it.
+    pub kid: String,
 }
 
 impl FromRequestParts<AppState> for AppToken {
@@ -142,5 +146,37 @@ impl FromRequestParts<AppState> for AppToken {
             .verify_app_token(token)
             .await
             .map_err(|reason| ApiError::unauthorized(format!("invalid access token: {reason}")))
+    }
+}
+
+/// `axum::extract::Path` whose rejection (e.g. invalid percent-encoding) is
+/// a JSON 400 `invalid_path`.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// The raw body, with a JSON 413 when it is over the route's limit.
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state).await.map(Self).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+            } else {
+                ApiError::bad_request("invalid_body", e.body_text())
+            }
+        })
     }
 }

@@ -9,11 +9,13 @@
 //! - [`keys`]: tenant signing keys at run time (caches, generation).
 //! - [`masterkey`]: the master key ring file and its rotation.
 //! - [`tokens`]: minting access, client and refresh tokens and sessions.
+//! - [`dataplane`]: Yjs rooms, the group-commit persister, live connections, plan limits.
 //! - [`routes`]: the HTTP surface and its OpenAPI document.
 //! - [`observe`]: Prometheus metrics.
 
 pub mod app;
 pub mod config;
+pub mod dataplane;
 pub mod error;
 pub mod extract;
 pub mod keys;

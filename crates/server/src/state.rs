@@ -26,6 +26,11 @@ pub struct Inner {
     pub keys: KeyService,
     pub password_policy: PasswordPolicy,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// This node's id in discovery answers.
+    pub node_id: String,
+    pub docs: Arc<crate::dataplane::docs::Docs>,
+    pub registry: Arc<crate::dataplane::registry::Registry>,
+    pub limits: crate::dataplane::limits::Limits,
 }
 
 impl std::ops::Deref for AppState {
@@ -88,12 +93,25 @@ impl Actor {
     pub fn user(session: &HumanSession, ip: &crate::extract::ClientIp) -> Self {
         Self { kind: ActorType::User, id: Some(session.user.id.to_string()), ip: ip.0.clone() }
     }
+    /// A user known by id (before a session exists).
+    pub fn user_id(id: domain::ids::UserId, ip: &crate::extract::ClientIp) -> Self {
+        Self { kind: ActorType::User, id: Some(id.to_string()), ip: ip.0.clone() }
+    }
     pub fn app(app: &store::AppRecord, ip: &crate::extract::ClientIp) -> Self {
         Self { kind: ActorType::App, id: Some(app.id.to_string()), ip: ip.0.clone() }
     }
     pub fn anonymous(ip: &crate::extract::ClientIp) -> Self {
         Self { kind: ActorType::Anonymous, id: None, ip: ip.0.clone() }
     }
+}
+
+/// Runs `work` to completion even if the request that started it is
+/// cancelled (the client hung up): a change that committed must also reach
+/// the caches, the live sockets and the audit trail.
+pub async fn run_detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work).await.map_err(ApiError::internal)?
 }
 
 impl AppState {
@@ -121,7 +139,7 @@ impl AppState {
         let Some(user) = self.store.get_user(session.user_id).await? else {
             return Ok(None);
         };
-        Ok(Some(HumanSession { user, token_hash, expires_at: session.expires_at }))
+        Ok(Some(HumanSession { user, token_hash, expires_at: session.expires_at, family_id: session.family_id }))
     }
 
     /// Verifies an app's JWT completely: signature by a key that still
@@ -154,7 +172,7 @@ impl AppState {
         if app.secret_rotated_at.is_some_and(|t| claims.iat < t.unix_timestamp()) {
             return Err(TokenRejection::Revoked);
         }
-        Ok(AppToken { claims, app })
+        Ok(AppToken { claims, app, kid })
     }
 
     /// The tenant, if the user is a member whose role grants `(resource,
@@ -174,8 +192,8 @@ impl AppState {
             return Err(ApiError::forbidden(format!(
                 "role {} may not {} {}",
                 role.as_str(),
-                action_str(action),
-                resource_str(resource)
+                action.as_str(),
+                resource.as_str()
             )));
         }
         let record = self.store.get_tenant(tenant).await?.ok_or_else(ApiError::not_found)?;
@@ -207,30 +225,5 @@ impl AppState {
         if let Err(e) = self.store.append_audit(&event).await {
             tracing::error!(error = %e, action = action.as_str(), "failed to append audit event");
         }
-    }
-}
-
-fn action_str(a: Action) -> &'static str {
-    match a {
-        Action::Read => "read",
-        Action::Create => "create",
-        Action::Update => "update",
-        Action::Delete => "delete",
-    }
-}
-
-fn resource_str(r: Resource) -> &'static str {
-    match r {
-        Resource::Tenants => "tenants",
-        Resource::Apps => "apps",
-        Resource::Keys => "keys",
-        Resource::Billing => "billing",
-        Resource::Members => "members",
-        Resource::Roles => "roles",
-        Resource::Invites => "invites",
-        Resource::Webhooks => "webhooks",
-        Resource::Documents => "documents",
-        Resource::Nodes => "nodes",
-        Resource::Audit => "audit",
     }
 }

@@ -92,43 +92,57 @@ impl AppState {
         Ok((jwt, claims))
     }
 
-    /// A fresh refresh token (a new family unless `family` is given); not stored yet.
+    /// A fresh refresh token; not stored yet. Without `rotating`, it starts
+    /// a new family that lives for the refresh-token TTL. When `rotating` an
+    /// existing token, it joins that family and inherits its expiry, so a
+    /// family has a hard end however often it is refreshed.
     pub fn new_refresh_token(
         &self,
         kind: RefreshKind,
         subject: String,
         client_id: String,
         scope: String,
-        family: Option<FamilyId>,
+        rotating: Option<&RefreshTokenRecord>,
     ) -> IssuedRefresh {
         let now = self.now();
         let token = auth::token::generate_token(REFRESH_PREFIX);
         let ttl = i64::try_from(self.config.refresh_token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let (family_id, expires_at) = match rotating {
+            Some(old) => (old.family_id, old.expires_at),
+            None => (FamilyId::new(), now.saturating_add(Duration::seconds(ttl))),
+        };
         let record = RefreshTokenRecord {
             token_hash: auth::token::hash_token(token.expose_secret()),
-            family_id: family.unwrap_or_default(),
+            family_id,
             kind,
             subject,
             client_id,
             scope,
             created_at: now,
-            expires_at: now + Duration::seconds(ttl),
+            expires_at,
             used_at: None,
             revoked_at: None,
         };
         IssuedRefresh { token, record }
     }
 
-    /// Starts a human session: the token goes to the user, its hash to the store.
-    pub async fn create_session(&self, user: UserId) -> Result<(SecretString, SessionRecord), ApiError> {
+    /// Starts a human session: the token goes to the user, its hash to the
+    /// store. `family` links a dashboard session to the refresh-token family
+    /// that minted it, so logout and reuse detection can end them together.
+    pub async fn create_session(
+        &self,
+        user: UserId,
+        family: Option<FamilyId>,
+    ) -> Result<(SecretString, SessionRecord), ApiError> {
         let now = self.now();
         let token = auth::token::generate_token(SESSION_PREFIX);
         let ttl = i64::try_from(self.config.session_ttl.as_secs()).unwrap_or(12 * 3600);
         let record = SessionRecord {
             token_hash: auth::token::hash_token(token.expose_secret()),
             user_id: user,
+            family_id: family,
             created_at: now,
-            expires_at: now + Duration::seconds(ttl),
+            expires_at: now.saturating_add(Duration::seconds(ttl)),
         };
         self.store.create_session(&record).await?;
         Ok((token, record))

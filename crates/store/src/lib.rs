@@ -44,11 +44,12 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One page of a collection, ordered by id ascending (ids are time-ordered).
+/// One page of a collection, ordered by id ascending (ids are time-ordered),
+/// or by name for documents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    /// The id to pass as `after` for the next page; `None` on the last page.
+    /// The id (or name) to pass as `after` for the next page; `None` on the last page.
     pub next_after: Option<String>,
 }
 
@@ -82,12 +83,19 @@ pub trait Store: Send + Sync + 'static {
     async fn get_user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
     async fn count_users(&self) -> Result<i64>;
 
+    /// Stores the session, with the refresh-token family it belongs to, if any.
     async fn create_session(&self, session: &SessionRecord) -> Result<()>;
     /// Returns the session even if expired; the caller checks `expires_at`.
     async fn get_session(&self, token_hash: &str) -> Result<Option<SessionRecord>>;
     /// Returns whether a session was deleted.
     async fn delete_session(&self, token_hash: &str) -> Result<bool>;
     async fn delete_user_sessions(&self, user_id: UserId) -> Result<u64>;
+    /// Deletes every session whose `family_id` is `family` (the sessions
+    /// issued with that refresh-token family), answering how many. Sessions
+    /// of other families and sessions without a family are untouched. Call it
+    /// when the family is revoked (logout, refresh-token reuse), so that a
+    /// stolen family cannot outlive its revocation through a session.
+    async fn delete_family_sessions(&self, family: FamilyId) -> Result<u64>;
     async fn delete_expired_sessions(&self, now: OffsetDateTime) -> Result<u64>;
 
     // ---- tenants and memberships --------------------------------------
@@ -110,16 +118,32 @@ pub trait Store: Send + Sync + 'static {
     async fn list_signing_keys(&self, tenant: TenantId) -> Result<Vec<SigningKeyRecord>>;
     async fn get_signing_key(&self, kid: &str) -> Result<Option<SigningKeyRecord>>;
     /// Atomically: every `active` key of the tenant becomes `retiring` with
-    /// `retires_at`, and `new_key` (state `active`) is inserted.
+    /// `retires_at`, then `new_key` (state `active`) is inserted — in that
+    /// order, so a rotation on its own never finds another active key.
+    ///
+    /// A tenant has at most one `active` key, held by a partial unique index.
+    /// When rotations (or a rotation and a revocation with a replacement) of
+    /// one tenant race on PostgreSQL, one wins and the others answer
+    /// `Conflict("key_conflict")` with nothing changed; the caller answers
+    /// 409 and the client retries. `Conflict("kid_taken")` if `new_key.kid`
+    /// is in use.
     async fn rotate_signing_key(
         &self,
         tenant: TenantId,
         new_key: &SigningKeyRecord,
         retires_at: OffsetDateTime,
     ) -> Result<()>;
-    /// Atomically: the key becomes `revoked` (with `revoked_at = now`) and,
-    /// if given, `replacement` (state `active`) is inserted. `NotFound` if the
-    /// tenant has no such key; revoking a revoked key is a no-op success.
+    /// Atomically, in one write transaction: reads the key's state (locking
+    /// its row on PostgreSQL; SQLite's write transaction is exclusive),
+    /// makes it `revoked` (with `revoked_at = now`) and inserts
+    /// `replacement` (state `active`) ONLY if the key was `active` at that
+    /// moment. A `retiring` key — e.g. one a rotation committed between the
+    /// caller's read and this call — is revoked and the replacement is
+    /// ignored (the tenant already has the rotation's active key), so the
+    /// tenant never ends up with two active keys. `NotFound` if the tenant has
+    /// no such key; revoking a revoked key is a no-op success (replacement
+    /// ignored too). `Conflict("key_conflict")` if, despite this, another
+    /// active key of the tenant is in the way (nothing changes).
     async fn revoke_signing_key(
         &self,
         tenant: TenantId,
@@ -133,9 +157,13 @@ pub trait Store: Send + Sync + 'static {
     async fn rewrap_signing_key(&self, kid: &str, private_key_enc: &[u8], master_key_version: u32) -> Result<()>;
 
     // ---- apps, plans, invoices ----------------------------------------
+    /// Stores `app` and, if given, its first invoice, in one transaction:
+    /// both or neither. The invoice is stored for `app` (its `app_id` and
+    /// `tenant_id` are those of `app`, whatever the record says).
     /// `Conflict("free_plan_limit")` if the tenant already has a free app
-    /// (enforced by a unique index, so it holds under concurrency).
-    async fn create_app(&self, app: &AppRecord) -> Result<()>;
+    /// (enforced by a unique index, so it holds under concurrency);
+    /// `Conflict("client_id_taken")`; any refusal stores neither.
+    async fn create_app(&self, app: &AppRecord, initial_invoice: Option<&InvoiceRecord>) -> Result<()>;
     /// The app, only if it belongs to `tenant`.
     async fn get_app(&self, tenant: TenantId, app: AppId) -> Result<Option<AppRecord>>;
     async fn get_app_by_id(&self, app: AppId) -> Result<Option<AppRecord>>;
@@ -143,11 +171,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_apps(&self, tenant: TenantId, after: Option<&str>, limit: u32) -> Result<Page<AppRecord>>;
     /// Stores name, allowed_domains, environment and updated_at of `app` (matched by tenant and id).
     async fn update_app(&self, app: &AppRecord) -> Result<()>;
-    /// Deletes the app and its refresh tokens and invoices. `NotFound` if absent.
+    /// Deletes the app and its refresh tokens, invoices and documents. `NotFound` if absent.
     async fn delete_app(&self, tenant: TenantId, app: AppId) -> Result<()>;
     async fn set_app_secret(&self, app: AppId, client_secret_hash: &str, now: OffsetDateTime) -> Result<()>;
-    /// Atomically sets the plan and stores the invoice. `Conflict("free_plan_limit")`.
-    async fn change_app_plan(&self, app: AppId, plan: PlanId, invoice: &InvoiceRecord) -> Result<()>;
+    /// Compare-and-set: atomically changes the plan from `from` to `to` and
+    /// stores the invoice (for `app`), only if the app's plan is still `from`
+    /// — so of two concurrent changes priced from the same plan, one wins.
+    /// `NotFound` if the app does not exist; `Conflict("plan_changed")` if
+    /// its plan is no longer `from` (the caller re-reads and re-prices);
+    /// `Conflict("free_plan_limit")` if `to` is free and the tenant already
+    /// has another free app. On any refusal nothing changes and no invoice
+    /// is stored.
+    async fn change_app_plan(&self, app: AppId, from: PlanId, to: PlanId, invoice: &InvoiceRecord) -> Result<()>;
     async fn list_invoices(&self, app: AppId, after: Option<&str>, limit: u32) -> Result<Page<InvoiceRecord>>;
 
     // ---- refresh tokens and the access-token deny-list ----------------
@@ -170,6 +205,36 @@ pub trait Store: Send + Sync + 'static {
     async fn is_jti_denied(&self, jti: &str, now: OffsetDateTime) -> Result<bool>;
     /// Removes expired deny-list entries, expired refresh tokens and expired sessions.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64>;
+
+    // ---- documents ----------------------------------------------------
+    /// Group commit: appends every update of the batch, in order, in ONE
+    /// transaction (creating each doc's row when absent, bumping `updated_at`
+    /// and `size_bytes`). Answers the seq assigned to each entry, in batch
+    /// order (monotonic per doc, starting at 1). All-or-nothing: an entry for
+    /// an app that does not exist fails the whole batch with `NotFound`.
+    async fn append_doc_updates(&self, batch: &[(DocKey, Vec<u8>)], now: OffsetDateTime) -> Result<Vec<i64>>;
+    /// The stored state, or `None` if the doc was never written (or was deleted).
+    /// Snapshot and log are read as of one instant, so a concurrent compaction
+    /// cannot make entries go missing.
+    async fn load_doc(&self, key: &DocKey) -> Result<Option<DocState>>;
+    /// Atomically replaces the snapshot and every log entry with seq <=
+    /// `upto_seq` by `snapshot` (which must contain all of them); entries
+    /// appended after `upto_seq` stay. `size_bytes` is recomputed; `updated_at`
+    /// is not touched (the content is the same). `NotFound` if the doc does not
+    /// exist; `Conflict("stale_compaction")` if the stored snapshot already
+    /// covers more than `upto_seq` (a concurrent compaction won; nothing
+    /// changes); `Conflict("seq_out_of_range")` if `upto_seq` was never assigned.
+    async fn compact_doc(&self, key: &DocKey, snapshot: &[u8], upto_seq: i64, now: OffsetDateTime) -> Result<()>;
+    async fn get_doc(&self, key: &DocKey) -> Result<Option<DocRecord>>;
+    /// Docs of an app ordered by name (byte order), `after` = exclusive lower
+    /// bound name; same `Page`/`next_after` rules as `list_apps`.
+    async fn list_docs(&self, app: AppId, after: Option<&str>, limit: u32) -> Result<Page<DocRecord>>;
+    /// Deletes the doc and its log; answers whether it existed.
+    async fn delete_doc(&self, key: &DocKey) -> Result<bool>;
+    async fn count_docs(&self, app: AppId) -> Result<i64>;
+    /// Number of log entries after the snapshot and their total bytes (to
+    /// decide when to compact); `(0, 0)` for a doc that does not exist.
+    async fn doc_log_stats(&self, key: &DocKey) -> Result<(i64, i64)>;
 
     // ---- audit --------------------------------------------------------
     /// Appends; there is no update or delete.

@@ -184,7 +184,7 @@ macro_rules! engine_tests {
             let k = key(t.id, now());
             s.create_tenant(&t, owner.id, "super_admin", &k).await.unwrap();
             let a = app(t.id, domain::plan::PlanId::Pro);
-            s.create_app(&a).await.unwrap();
+            s.create_app(&a, None).await.unwrap();
 
             let plant = [
                 ("UPDATE signing_keys SET state = 'bogus' WHERE kid = $1", k.kid.clone()),
@@ -240,15 +240,20 @@ per_engine![
     ping,
     users_and_email_taken,
     sessions_expire_and_delete,
+    sessions_by_refresh_family,
     tenants_and_memberships,
     create_tenant_is_atomic,
     signing_key_rotation,
     signing_key_revocation,
+    signing_key_one_active_under_concurrency,
+    signing_key_revoke_replaces_only_active,
     signing_key_rewrap_and_list_all,
     apps_crud_and_tenant_scoping,
     one_free_app_per_tenant,
     one_free_app_under_concurrency,
+    create_app_with_initial_invoice,
     change_app_plan_stores_invoice,
+    change_app_plan_compare_and_set,
     list_apps_pages,
     list_invoices_pages,
     refresh_rotation_and_reuse,
@@ -258,6 +263,20 @@ per_engine![
     purge_expired_removes_only_expired,
     audit_is_newest_first,
     delete_app_cascades,
+    docs_append_and_load_in_order,
+    docs_never_written_are_absent,
+    docs_batch_is_atomic,
+    docs_compact_keeps_later_entries,
+    docs_compact_refusals,
+    docs_size_and_times_are_maintained,
+    docs_list_pages_by_name_bytes,
+    docs_delete_and_count,
+    docs_are_named_per_app,
+    docs_deleted_with_their_app,
+    docs_concurrent_appends_get_distinct_seqs,
+    docs_load_is_consistent_under_compaction,
+    docs_log_stats,
+    docs_large_batch_across_docs,
 ];
 
 #[test]

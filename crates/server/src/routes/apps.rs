@@ -1,19 +1,21 @@
 //! Apps of a tenant: credentials, region pin, allowed domains, plan and invoices.
 
+use crate::dataplane::close;
+use crate::dataplane::registry::CloseReason;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, ClientIp, HumanSession};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, HumanSession};
 use crate::routes::{ErrorSchema, PageQuery, Paged};
-use crate::state::{Actor, AppState};
+use crate::state::{Actor, AppState, run_detached};
 use crate::tokens::{CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use domain::audit::AuditAction;
 use domain::domains::parse_allowed_domains;
 use domain::ids::{AppId, InvoiceId, TenantId};
 use domain::names::{AppName, Environment};
 use domain::plan::PlanId;
-use domain::proration::{InvoiceLine, billing_period, invoice_total, prorate};
+use domain::proration::{InvoiceLine, billing_period, first_period_line, invoice_total, prorate};
 use domain::role::{Action, Resource};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -107,7 +109,7 @@ pub async fn create_app(
     State(state): State<AppState>,
     ip: ClientIp,
     session: HumanSession,
-    Path(tid): Path<String>,
+    ApiPath(tid): ApiPath<String>,
     ApiJson(req): ApiJson<CreateApp>,
 ) -> Result<(StatusCode, Json<AppView>), ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Apps, Action::Create).await?;
@@ -140,7 +142,16 @@ pub async fn create_app(
         updated_at: now,
         secret_rotated_at: None,
     };
-    state.store.create_app(&app).await?;
+    // A paid subscription starts with the charge for its first period.
+    let initial_invoice = first_period_line(now, plan).map(|line| InvoiceRecord {
+        id: InvoiceId::new(),
+        app_id: app.id,
+        tenant_id: tenant.id,
+        total_cents: line.amount_cents,
+        lines: vec![line],
+        created_at: now,
+    });
+    state.store.create_app(&app, initial_invoice.as_ref()).await?;
     state
         .audit(
             Some(tenant.id),
@@ -159,7 +170,7 @@ pub async fn create_app(
 pub async fn list_apps(
     State(state): State<AppState>,
     session: HumanSession,
-    Path(tid): Path<String>,
+    ApiPath(tid): ApiPath<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Paged<AppView>>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Apps, Action::Read).await?;
@@ -173,7 +184,7 @@ pub async fn list_apps(
 pub async fn get_app(
     State(state): State<AppState>,
     session: HumanSession,
-    Path((tid, aid)): Path<(String, String)>,
+    ApiPath((tid, aid)): ApiPath<(String, String)>,
 ) -> Result<Json<AppView>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Apps, Action::Read).await?;
     let app = load_app(&state, &tenant, &aid).await?;
@@ -194,7 +205,7 @@ pub async fn update_app(
     State(state): State<AppState>,
     ip: ClientIp,
     session: HumanSession,
-    Path((tid, aid)): Path<(String, String)>,
+    ApiPath((tid, aid)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<UpdateApp>,
 ) -> Result<Json<AppView>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Apps, Action::Update).await?;
@@ -234,20 +245,21 @@ pub async fn delete_app(
     State(state): State<AppState>,
     ip: ClientIp,
     session: HumanSession,
-    Path((tid, aid)): Path<(String, String)>,
+    ApiPath((tid, aid)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Apps, Action::Delete).await?;
     let app = load_app(&state, &tenant, &aid).await?;
-    state.store.delete_app(tenant.id, app.id).await?;
-    state
-        .audit(
-            Some(tenant.id),
-            &Actor::user(&session, &ip),
-            AuditAction::AppDeleted,
-            Some(("app", app.id.to_string())),
-            json!({"name": app.name}),
-        )
-        .await;
+    let actor = Actor::user(&session, &ip);
+    let st = state.clone();
+    run_detached(async move {
+        st.store.delete_app(tenant.id, app.id).await?;
+        st.registry.close_where(CloseReason { code: close::TOKEN, reason: "app deleted" }, |c| c.app == app.id);
+        st.limits.forget(app.id);
+        let target = Some(("app", app.id.to_string()));
+        st.audit(Some(tenant.id), &actor, AuditAction::AppDeleted, target, json!({"name": app.name})).await;
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -269,22 +281,25 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     ip: ClientIp,
     session: HumanSession,
-    Path((tid, aid)): Path<(String, String)>,
+    ApiPath((tid, aid)): ApiPath<(String, String)>,
 ) -> Result<Json<RotatedSecret>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Apps, Action::Update).await?;
     let app = load_app(&state, &tenant, &aid).await?;
     let (secret, hash) = new_secret();
     let now = state.now();
-    state.store.set_app_secret(app.id, &hash, now).await?;
-    state
-        .audit(
-            Some(tenant.id),
-            &Actor::user(&session, &ip),
-            AuditAction::AppSecretRotated,
-            Some(("app", app.id.to_string())),
-            json!({}),
-        )
-        .await;
+    let actor = Actor::user(&session, &ip);
+    let st = state.clone();
+    let app_id = app.id;
+    run_detached(async move {
+        st.store.set_app_secret(app_id, &hash, now).await?;
+        // Tokens minted before the rotation are dead, and so are the sockets they opened.
+        let reason = CloseReason { code: close::TOKEN, reason: "client secret rotated" };
+        st.registry.close_where(reason, |c| c.app == app_id && c.iat < now.unix_timestamp());
+        st.audit(Some(tenant.id), &actor, AuditAction::AppSecretRotated, Some(("app", app_id.to_string())), json!({}))
+            .await;
+        Ok(())
+    })
+    .await?;
     Ok(Json(RotatedSecret {
         client_id: app.client_id,
         client_secret: secret.expose_secret().to_owned(),
@@ -357,7 +372,7 @@ pub async fn change_plan(
     State(state): State<AppState>,
     ip: ClientIp,
     session: HumanSession,
-    Path((tid, aid)): Path<(String, String)>,
+    ApiPath((tid, aid)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ChangePlan>,
 ) -> Result<Json<InvoiceView>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Billing, Action::Update).await?;
@@ -376,16 +391,16 @@ pub async fn change_plan(
         lines,
         created_at: now,
     };
-    state.store.change_app_plan(app.id, new_plan, &invoice).await?;
-    state
-        .audit(
-            Some(tenant.id),
-            &Actor::user(&session, &ip),
-            AuditAction::PlanChanged,
-            Some(("app", app.id.to_string())),
-            json!({"from": app.plan.as_str(), "to": new_plan.as_str(), "invoice": invoice.id.to_string(), "total_cents": invoice.total_cents}),
-        )
-        .await;
+    let actor = Actor::user(&session, &ip);
+    let st = state.clone();
+    let invoice = run_detached(async move {
+        st.store.change_app_plan(app.id, app.plan, new_plan, &invoice).await?;
+        st.limits.set_plan(app.id, new_plan);
+        let details = json!({"from": app.plan.as_str(), "to": new_plan.as_str(), "invoice": invoice.id.to_string(), "total_cents": invoice.total_cents});
+        st.audit(Some(tenant.id), &actor, AuditAction::PlanChanged, Some(("app", app.id.to_string())), details).await;
+        Ok(invoice)
+    })
+    .await?;
     Ok(Json(invoice.into()))
 }
 
@@ -395,7 +410,7 @@ pub async fn change_plan(
 pub async fn list_invoices(
     State(state): State<AppState>,
     session: HumanSession,
-    Path((tid, aid)): Path<(String, String)>,
+    ApiPath((tid, aid)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Paged<InvoiceView>>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Billing, Action::Read).await?;

@@ -85,7 +85,7 @@ pub async fn setup(
     let (key, signer) = state.keys.new_key(tenant.id, now).await?;
     state.store.setup_first_user(&user, &tenant, &key).await?;
     state.keys.install_signer(tenant.id, signer);
-    let actor = Actor { kind: domain::audit::ActorType::User, id: Some(user.id.to_string()), ip: ip.0 };
+    let actor = Actor::user_id(user.id, &ip);
     state.audit(None, &actor, AuditAction::SetupCompleted, Some(("user", user.id.to_string())), json!({})).await;
     state
         .audit(
@@ -134,24 +134,27 @@ pub async fn check_credentials(
     let ok = verify_password(state, user.as_ref(), password).await?;
     match user {
         Some(user) if ok => Ok(Some(user)),
-        Some(user) => {
+        other => {
+            // Recorded after answering: a known account's failure fans out to
+            // each of its tenants, and that extra work must not tell an
+            // attacker which emails exist.
+            let state = state.clone();
             let actor = Actor::anonymous(ip);
-            for (tenant, _) in state.store.list_user_tenants(user.id).await? {
-                state
-                    .audit(
-                        Some(tenant.id),
-                        &actor,
-                        AuditAction::LoginFailed,
-                        Some(("user", user.id.to_string())),
-                        json!({}),
-                    )
-                    .await;
-            }
-            state.audit(None, &actor, AuditAction::LoginFailed, Some(("user", user.id.to_string())), json!({})).await;
-            Ok(None)
-        }
-        None => {
-            state.audit(None, &Actor::anonymous(ip), AuditAction::LoginFailed, None, json!({})).await;
+            tokio::spawn(async move {
+                let target = other.as_ref().map(|u| ("user", u.id.to_string()));
+                if let Some(user) = &other {
+                    match state.store.list_user_tenants(user.id).await {
+                        Ok(tenants) => {
+                            for (tenant, _) in tenants {
+                                let action = AuditAction::LoginFailed;
+                                state.audit(Some(tenant.id), &actor, action, target.clone(), json!({})).await;
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "could not list tenants for a failed login"),
+                    }
+                }
+                state.audit(None, &actor, AuditAction::LoginFailed, target, json!({})).await;
+            });
             Ok(None)
         }
     }
@@ -167,8 +170,8 @@ pub async fn login(
     let Some(user) = check_credentials(&state, &req.email, req.password, &ip).await? else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
     };
-    let (token, session) = state.create_session(user.id).await?;
-    let actor = Actor { kind: domain::audit::ActorType::User, id: Some(user.id.to_string()), ip: ip.0 };
+    let (token, session) = state.create_session(user.id, None).await?;
+    let actor = Actor::user_id(user.id, &ip);
     state.audit(None, &actor, AuditAction::Login, Some(("user", user.id.to_string())), json!({})).await;
     Ok(Json(LoginResponse {
         session_token: token.expose_secret().to_owned(),
@@ -186,6 +189,11 @@ pub async fn logout(
     session: HumanSession,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_session(&session.token_hash).await?;
+    // A dashboard session came with a refresh token: logging out must also
+    // stop it from minting new sessions.
+    if let Some(family) = session.family_id {
+        state.store.revoke_refresh_family(family, state.now()).await?;
+    }
     state
         .audit(
             None,

@@ -3,9 +3,11 @@
 //! serves and cannot drift from it.
 
 pub mod apps;
+pub mod docs;
 pub mod human;
 pub mod oauth;
 pub mod ops;
+pub mod sync;
 pub mod tenants;
 
 use crate::error::ApiError;
@@ -128,9 +130,25 @@ impl Modify for SecuritySchemes {
 )]
 struct ApiDoc;
 
+/// `/v1/sync/{*doc}`: the doc name is the whole rest of the path (the stock
+/// provider does not encode `/`), which OpenAPI cannot express; the router
+/// gets the catch-all and the document the one-segment form.
+fn sync_route() -> OpenApiRouter<AppState> {
+    let (_, doc) = OpenApiRouter::<AppState>::new().routes(routes!(sync::sync)).split_for_parts();
+    OpenApiRouter::with_openapi(doc).route("/v1/sync/{*doc}", axum::routing::get(sync::sync))
+}
+
 /// The routes and the OpenAPI document describing exactly them.
-pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+/// `max_message` bounds document-update bodies (other bodies get 1 MiB).
+pub fn api(max_message: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let documents =
+        OpenApiRouter::new().routes(routes!(docs::update_doc)).layer(axum::extract::DefaultBodyLimit::max(max_message));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(documents)
+        .routes(routes!(docs::discovery))
+        .routes(routes!(docs::list_docs))
+        .routes(routes!(docs::get_doc, docs::delete_doc))
+        .merge(sync_route())
         .routes(routes!(human::setup))
         .routes(routes!(human::login))
         .routes(routes!(human::logout))

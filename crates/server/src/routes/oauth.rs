@@ -2,8 +2,10 @@
 //! the dashboard), introspection (RFC 7662), revocation (RFC 7009), and
 //! client tokens for end users.
 
+use crate::dataplane::close;
+use crate::dataplane::registry::CloseReason;
 use crate::error::{ApiError, OAuthError, OAuthErrorCode};
-use crate::extract::{ApiJson, AppToken, ClientIp};
+use crate::extract::{ApiBytes, ApiJson, AppToken, ClientIp};
 use crate::routes::ErrorSchema;
 use crate::routes::human::check_credentials;
 use crate::state::{Actor, AppState};
@@ -87,8 +89,11 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>
     })())
 }
 
+/// `application/x-www-form-urlencoded` decoding of one value: `+` is a
+/// space, `%XX` a byte, and the result must be UTF-8.
 fn form_decode(s: &str) -> Result<String, ()> {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).ok_or(())
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8().map(|c| c.into_owned()).map_err(|_| ())
 }
 
 async fn authenticate_client(
@@ -127,17 +132,15 @@ async fn authenticate_client(
     match app {
         Some(app) if ok => Ok(Client::App(Box::new(app))),
         other => {
-            let actor = Actor::anonymous(ip);
-            let target = Some(("client", client_id.clone()));
-            state
-                .audit(
-                    other.map(|a| a.tenant_id),
-                    &actor,
-                    AuditAction::TokenFailed,
-                    target,
-                    json!({"reason": "invalid_client"}),
-                )
-                .await;
+            // Record which app was targeted, but never the presented id of an
+            // unknown client: it is attacker-chosen, and a swapped Basic pair
+            // would put a secret into the trail.
+            let (tenant, target) = match other {
+                Some(app) => (Some(app.tenant_id), Some(("app", app.id.to_string()))),
+                None => (None, None),
+            };
+            let details = json!({"reason": "invalid_client"});
+            state.audit(tenant, &Actor::anonymous(ip), AuditAction::TokenFailed, target, details).await;
             Err(OAuthError::invalid_client(basic))
         }
     }
@@ -150,6 +153,18 @@ pub struct TokenResponse {
     expires_in: u64,
     refresh_token: String,
     scope: String,
+}
+
+impl TokenResponse {
+    fn new(access_token: String, lifetime: std::time::Duration, refresh: &auth::SecretString, scope: String) -> Self {
+        Self {
+            access_token,
+            token_type: "Bearer",
+            expires_in: lifetime.as_secs(),
+            refresh_token: refresh.expose_secret().to_owned(),
+            scope,
+        }
+    }
 }
 
 fn no_store(body: impl Serialize) -> Response {
@@ -195,7 +210,7 @@ pub async fn token(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, OAuthError> {
     let params = Params::parse(&headers, &body)?;
     let grant = params.require("grant_type")?.to_owned();
@@ -226,28 +241,11 @@ async fn client_credentials(
         return Err(OAuthError::invalid_client(false));
     };
     let scope = requested_scope(params, APP_SCOPES, domain::DEFAULT_SCOPE)?;
-    issue_for_app(state, &app, scope, None).await
-}
-
-async fn issue_for_app(
-    state: &AppState,
-    app: &AppRecord,
-    scope: String,
-    family: Option<domain::ids::FamilyId>,
-) -> Result<TokenResponse, OAuthError> {
-    let (access_token, _) = state.issue_access_token(app, &scope).await?;
+    let (access_token, _) = state.issue_access_token(&app, &scope).await?;
     let refresh =
-        state.new_refresh_token(RefreshKind::App, app.id.to_string(), app.client_id.clone(), scope.clone(), family);
-    if family.is_none() {
-        state.store.insert_refresh_token(&refresh.record).await?;
-    }
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: state.config.access_token_ttl.as_secs(),
-        refresh_token: refresh.token.expose_secret().to_owned(),
-        scope,
-    })
+        state.new_refresh_token(RefreshKind::App, app.id.to_string(), app.client_id.clone(), scope.clone(), None);
+    state.store.insert_refresh_token(&refresh.record).await?;
+    Ok(TokenResponse::new(access_token, state.config.access_token_ttl, &refresh.token, scope))
 }
 
 async fn refresh(
@@ -276,8 +274,23 @@ async fn refresh(
         record.subject.clone(),
         record.client_id.clone(),
         scope.clone(),
-        Some(record.family_id),
+        Some(&record),
     );
+    // What can fail is done before the rotation commits: a client that never
+    // receives its new refresh token would retry with the old one and be
+    // treated as a thief.
+    let access = match record.kind {
+        RefreshKind::App => {
+            let app_id = AppId::parse(&record.subject).map_err(|_| invalid())?;
+            let app = state.store.get_app_by_id(app_id).await?.ok_or_else(invalid)?;
+            Some(state.issue_access_token(&app, &scope).await?.0)
+        }
+        RefreshKind::User => {
+            let user_id = UserId::parse(&record.subject).map_err(|_| invalid())?;
+            state.store.get_user(user_id).await?.ok_or_else(invalid)?;
+            None
+        }
+    };
     match state.store.rotate_refresh_token(&hash, &next.record, state.now()).await? {
         RotateOutcome::Rotated(_) => {}
         RotateOutcome::Reused(old) => {
@@ -285,43 +298,24 @@ async fn refresh(
                 Client::App(app) => Some(app.tenant_id),
                 Client::Public(_) => None,
             };
-            state
-                .audit(
-                    tenant,
-                    &Actor::anonymous(ip),
-                    AuditAction::RefreshReuse,
-                    Some(("refresh_family", old.family_id.to_string())),
-                    json!({"kind": old.kind.as_str()}),
-                )
-                .await;
+            // A stolen token's sessions die with its family.
+            if old.kind == RefreshKind::User {
+                state.store.delete_family_sessions(old.family_id).await?;
+            }
+            let target = Some(("refresh_family", old.family_id.to_string()));
+            let details = json!({"kind": old.kind.as_str()});
+            state.audit(tenant, &Actor::anonymous(ip), AuditAction::RefreshReuse, target, details).await;
             return Err(OAuthError::invalid_grant("refresh token was already used; its whole family is now revoked"));
         }
         RotateOutcome::Invalid => return Err(invalid()),
     }
-    match record.kind {
-        RefreshKind::App => {
-            let app_id = AppId::parse(&record.subject).map_err(|_| invalid())?;
-            let app = state.store.get_app_by_id(app_id).await?.ok_or_else(invalid)?;
-            let (access_token, _) = state.issue_access_token(&app, &scope).await?;
-            Ok(TokenResponse {
-                access_token,
-                token_type: "Bearer",
-                expires_in: state.config.access_token_ttl.as_secs(),
-                refresh_token: next.token.expose_secret().to_owned(),
-                scope,
-            })
-        }
-        RefreshKind::User => {
+    match access {
+        Some(access_token) => Ok(TokenResponse::new(access_token, state.config.access_token_ttl, &next.token, scope)),
+        None => {
             let user_id = UserId::parse(&record.subject).map_err(|_| invalid())?;
-            state.store.get_user(user_id).await?.ok_or_else(invalid)?;
-            let (session_token, _) = state.create_session(user_id).await?;
-            Ok(TokenResponse {
-                access_token: session_token.expose_secret().to_owned(),
-                token_type: "Bearer",
-                expires_in: state.config.session_ttl.as_secs(),
-                refresh_token: next.token.expose_secret().to_owned(),
-                scope,
-            })
+            let (session_token, _) = state.create_session(user_id, Some(record.family_id)).await?;
+            let session = session_token.expose_secret().to_owned();
+            Ok(TokenResponse::new(session, state.config.session_ttl, &next.token, scope))
         }
     }
 }
@@ -347,7 +341,6 @@ async fn password(
     let Some(user) = check_credentials(state, &username, pw, ip).await? else {
         return Err(OAuthError::invalid_grant("wrong username or password"));
     };
-    let (session_token, _) = state.create_session(user.id).await?;
     let refresh = state.new_refresh_token(
         RefreshKind::User,
         user.id.to_string(),
@@ -355,23 +348,12 @@ async fn password(
         domain::DASHBOARD_SCOPE.to_owned(),
         None,
     );
+    let (session_token, _) = state.create_session(user.id, Some(refresh.record.family_id)).await?;
     state.store.insert_refresh_token(&refresh.record).await?;
-    state
-        .audit(
-            None,
-            &Actor { kind: domain::audit::ActorType::User, id: Some(user.id.to_string()), ip: ip.0.clone() },
-            AuditAction::Login,
-            Some(("user", user.id.to_string())),
-            json!({"via": "password_grant"}),
-        )
-        .await;
-    Ok(TokenResponse {
-        access_token: session_token.expose_secret().to_owned(),
-        token_type: "Bearer",
-        expires_in: state.config.session_ttl.as_secs(),
-        refresh_token: refresh.token.expose_secret().to_owned(),
-        scope: domain::DASHBOARD_SCOPE.to_owned(),
-    })
+    let target = Some(("user", user.id.to_string()));
+    state.audit(None, &Actor::user_id(user.id, ip), AuditAction::Login, target, json!({"via": "password_grant"})).await;
+    let session = session_token.expose_secret().to_owned();
+    Ok(TokenResponse::new(session, state.config.session_ttl, &refresh.token, domain::DASHBOARD_SCOPE.to_owned()))
 }
 
 async fn require_app_client(
@@ -395,7 +377,7 @@ pub async fn introspect(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, OAuthError> {
     let params = Params::parse(&headers, &body)?;
     let app = require_app_client(&state, &headers, &params, &ip).await?;
@@ -445,11 +427,28 @@ pub async fn revoke(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, OAuthError> {
     let params = Params::parse(&headers, &body)?;
-    let app = require_app_client(&state, &headers, &params, &ip).await?;
+    let client = authenticate_client(&state, &headers, &params, &ip).await?;
     let token = params.require("token")?;
+    let app = match client {
+        Client::App(app) => app,
+        // The dashboard (a public client) may revoke its own refresh tokens.
+        Client::Public(Some(id)) if id == DASHBOARD_CLIENT => {
+            if token.starts_with(REFRESH_PREFIX)
+                && let Some(r) = state.store.get_refresh_token(&auth::token::hash_token(token)).await?
+                && r.kind == RefreshKind::User
+            {
+                state.store.revoke_refresh_family(r.family_id, state.now()).await?;
+                let target = Some(("refresh_family", r.family_id.to_string()));
+                let details = json!({"type": "refresh_token"});
+                state.audit(None, &Actor::anonymous(&ip), AuditAction::TokenRevoked, target, details).await;
+            }
+            return Ok(no_store(json!({})));
+        }
+        Client::Public(_) => return Err(OAuthError::invalid_client(false)),
+    };
     let actor = Actor::app(&app, &ip);
     if looks_like_jwt(token) {
         if let Ok(t) = state.verify_app_token(token).await
@@ -457,6 +456,9 @@ pub async fn revoke(
         {
             let exp = time::OffsetDateTime::from_unix_timestamp(t.claims.exp).map_err(ApiError::internal)?;
             state.store.deny_jti(&t.claims.jti, exp).await?;
+            let jti = t.claims.jti.clone();
+            let reason = CloseReason { code: close::TOKEN, reason: "token revoked" };
+            state.registry.close_where(reason, |c| c.jti == jti);
             let target = Some(("jti", t.claims.jti));
             state
                 .audit(Some(app.tenant_id), &actor, AuditAction::TokenRevoked, target, json!({"type": "access_token"}))

@@ -1,11 +1,13 @@
 //! Tenants, their signing keys, JWKS and RFC 8414 metadata; the catalogs.
 
+use crate::dataplane::close;
+use crate::dataplane::registry::CloseReason;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, ClientIp, HumanSession, OptionalJson};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, HumanSession, OptionalJson};
 use crate::routes::{ErrorSchema, PageQuery, Paged};
-use crate::state::{Actor, AppState};
+use crate::state::{Actor, AppState, run_detached};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::audit::AuditAction;
@@ -74,7 +76,7 @@ pub async fn create_tenant(
 pub async fn get_tenant(
     State(state): State<AppState>,
     session: HumanSession,
-    Path(tid): Path<String>,
+    ApiPath(tid): ApiPath<String>,
 ) -> Result<Json<TenantView>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Tenants, Action::Read).await?;
     Ok(Json(tenant.into()))
@@ -116,7 +118,7 @@ impl KeyView {
 pub async fn list_keys(
     State(state): State<AppState>,
     session: HumanSession,
-    Path(tid): Path<String>,
+    ApiPath(tid): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Paged<KeyView>>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Keys, Action::Read).await?;
@@ -143,7 +145,7 @@ pub async fn rotate_key(
     State(state): State<AppState>,
     ip: ClientIp,
     session: HumanSession,
-    Path(tid): Path<String>,
+    ApiPath(tid): ApiPath<String>,
     OptionalJson(req): OptionalJson<RotateKey>,
 ) -> Result<Json<KeyView>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Keys, Action::Create).await?;
@@ -153,18 +155,17 @@ pub async fn rotate_key(
         return Err(ApiError::bad_request("invalid_grace", format!("grace_seconds must be between 0 and {MAX_GRACE}")));
     }
     let now = state.now();
-    let (key, _) = state.keys.new_key(tenant.id, now).await?;
-    state.store.rotate_signing_key(tenant.id, &key, now + time::Duration::seconds(grace)).await?;
-    state.keys.reload_tenant(tenant.id).await?;
-    state
-        .audit(
-            Some(tenant.id),
-            &Actor::user(&session, &ip),
-            AuditAction::KeyRotated,
-            Some(("key", key.kid.clone())),
-            json!({"grace_seconds": grace}),
-        )
-        .await;
+    let actor = Actor::user(&session, &ip);
+    let st = state.clone();
+    let key = run_detached(async move {
+        let (key, _) = st.keys.new_key(tenant.id, now).await?;
+        st.store.rotate_signing_key(tenant.id, &key, now + time::Duration::seconds(grace)).await?;
+        st.keys.reload_tenant(tenant.id).await?;
+        let target = Some(("key", key.kid.clone()));
+        st.audit(Some(tenant.id), &actor, AuditAction::KeyRotated, target, json!({"grace_seconds": grace})).await;
+        Ok(key)
+    })
+    .await?;
     Ok(Json(KeyView::new(&key, now)))
 }
 
@@ -176,28 +177,28 @@ pub async fn revoke_key(
     State(state): State<AppState>,
     ip: ClientIp,
     session: HumanSession,
-    Path((tid, kid)): Path<(String, String)>,
+    ApiPath((tid, kid)): ApiPath<(String, String)>,
 ) -> Result<Json<KeyView>, ApiError> {
     let (tenant, _) = state.authorize(&session, &tid, Resource::Keys, Action::Delete).await?;
-    let keys = state.store.list_signing_keys(tenant.id).await?;
-    let target = keys.iter().find(|k| k.kid == kid).ok_or_else(ApiError::not_found)?;
     let now = state.now();
-    let needs_replacement = target.state == KeyState::Active;
-    let replacement = if needs_replacement { Some(state.keys.new_key(tenant.id, now).await?.0) } else { None };
-    state.store.revoke_signing_key(tenant.id, &kid, now, replacement.as_ref()).await?;
-    let keys = state.keys.reload_tenant(tenant.id).await?;
-    let revoked = keys.iter().find(|k| k.kid == kid).ok_or_else(ApiError::not_found)?;
     let actor = Actor::user(&session, &ip);
-    state
-        .audit(
-            Some(tenant.id),
-            &actor,
-            AuditAction::KeyRevoked,
-            Some(("key", kid.clone())),
-            json!({"replacement": replacement.as_ref().map(|r| r.kid.clone())}),
-        )
-        .await;
-    Ok(Json(KeyView::new(revoked, now)))
+    let st = state.clone();
+    let revoked = run_detached(async move {
+        let keys = st.store.list_signing_keys(tenant.id).await?;
+        let target = keys.iter().find(|k| k.kid == kid).ok_or_else(ApiError::not_found)?;
+        let replacement =
+            if target.state == KeyState::Active { Some(st.keys.new_key(tenant.id, now).await?.0) } else { None };
+        st.store.revoke_signing_key(tenant.id, &kid, now, replacement.as_ref()).await?;
+        let keys = st.keys.reload_tenant(tenant.id).await?;
+        let revoked = keys.into_iter().find(|k| k.kid == kid).ok_or_else(ApiError::not_found)?;
+        let reason = CloseReason { code: close::TOKEN, reason: "signing key revoked" };
+        st.registry.close_where(reason, |c| c.kid == kid);
+        let details = json!({"replacement": replacement.as_ref().map(|r| r.kid.clone())});
+        st.audit(Some(tenant.id), &actor, AuditAction::KeyRevoked, Some(("key", kid.clone())), details).await;
+        Ok(revoked)
+    })
+    .await?;
+    Ok(Json(KeyView::new(&revoked, now)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -213,7 +214,7 @@ fn public_tenant(tid: &str) -> Result<TenantId, ApiError> {
 /// The tenant's verification keys (RFC 7517). Public.
 #[utoipa::path(get, path = "/{tid}/.well-known/jwks", tag = "discovery",
     params(("tid" = String, Path)), responses((status = 200, body = JwkSet), (status = 404, body = ErrorSchema)))]
-pub async fn jwks(State(state): State<AppState>, Path(tid): Path<String>) -> Result<Response, ApiError> {
+pub async fn jwks(State(state): State<AppState>, ApiPath(tid): ApiPath<String>) -> Result<Response, ApiError> {
     let tenant = public_tenant(&tid)?;
     state.store.get_tenant(tenant).await?.ok_or_else(ApiError::not_found)?;
     let now = state.now();
@@ -231,7 +232,7 @@ pub async fn jwks(State(state): State<AppState>, Path(tid): Path<String>) -> Res
 
 #[utoipa::path(get, path = "/{tid}/.well-known/jwks.json", tag = "discovery",
     params(("tid" = String, Path)), responses((status = 200, body = JwkSet), (status = 404, body = ErrorSchema)))]
-pub async fn jwks_json(state: State<AppState>, tid: Path<String>) -> Result<Response, ApiError> {
+pub async fn jwks_json(state: State<AppState>, tid: ApiPath<String>) -> Result<Response, ApiError> {
     jwks(state, tid).await
 }
 
@@ -248,13 +249,12 @@ pub struct AuthServerMetadata {
     revocation_endpoint: String,
     revocation_endpoint_auth_methods_supported: Vec<&'static str>,
     scopes_supported: Vec<&'static str>,
-    token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
 }
 
 /// RFC 8414 metadata, at the §3.1 location.
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server/{tid}", tag = "discovery",
     params(("tid" = String, Path)), responses((status = 200, body = AuthServerMetadata), (status = 404, body = ErrorSchema)))]
-pub async fn metadata(State(state): State<AppState>, Path(tid): Path<String>) -> Result<Response, ApiError> {
+pub async fn metadata(State(state): State<AppState>, ApiPath(tid): ApiPath<String>) -> Result<Response, ApiError> {
     let tenant = public_tenant(&tid)?;
     state.store.get_tenant(tenant).await?.ok_or_else(ApiError::not_found)?;
     let base = &state.public_url;
@@ -271,7 +271,6 @@ pub async fn metadata(State(state): State<AppState>, Path(tid): Path<String>) ->
         revocation_endpoint: format!("{base}/oauth/revoke"),
         revocation_endpoint_auth_methods_supported: auth_methods,
         scopes_supported: vec![domain::DEFAULT_SCOPE],
-        token_endpoint_auth_signing_alg_values_supported: vec!["RS256"],
     };
     let mut resp = Json(body).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
@@ -280,7 +279,7 @@ pub async fn metadata(State(state): State<AppState>, Path(tid): Path<String>) ->
 
 #[utoipa::path(get, path = "/{tid}/.well-known/oauth-authorization-server", tag = "discovery",
     params(("tid" = String, Path)), responses((status = 200, body = AuthServerMetadata), (status = 404, body = ErrorSchema)))]
-pub async fn metadata_alias(state: State<AppState>, tid: Path<String>) -> Result<Response, ApiError> {
+pub async fn metadata_alias(state: State<AppState>, tid: ApiPath<String>) -> Result<Response, ApiError> {
     metadata(state, tid).await
 }
 

@@ -267,9 +267,13 @@ async fn plan_change_answers_a_prorated_invoice() {
     let list: Value =
         app.get(&format!("{path}/invoices")).bearer_auth(&owner.session).send().await.unwrap().json().await.unwrap();
     let items = list["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2);
-    assert_eq!(items[0]["id"], inv["id"]);
-    assert_eq!(items[0]["total_cents"], 18290);
+    // The first-period charge at creation, then the two changes.
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0]["total_cents"], 2900);
+    assert_eq!(items[0]["lines"][0]["period_start"], "2026-01-10T00:00:00Z");
+    assert_eq!(items[0]["lines"][0]["period_end"], "2026-02-10T00:00:00Z");
+    assert_eq!(items[1]["id"], inv["id"]);
+    assert_eq!(items[1]["total_cents"], 18290);
     assert!(list["next_cursor"].is_null());
     assert!(app.audit_actions(Some(&owner.tenant_id)).await.contains(&"plan.changed".to_owned()));
 }

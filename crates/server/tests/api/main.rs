@@ -6,10 +6,14 @@ extern crate wiresocket_server as server;
 mod helpers;
 
 mod apps;
+mod crash;
+mod dataplane;
 mod human;
 mod master_key;
 mod no_500;
 mod oauth;
 mod ops;
+mod permissions;
 mod secrets_at_rest;
 mod tenants;
+mod yclient;

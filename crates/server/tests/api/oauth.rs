@@ -249,17 +249,11 @@ async fn concurrent_refreshes_with_one_token_let_at_most_one_through() {
             s => panic!("unexpected {s}"),
         }
     }
-    assert!(winners.len() <= 1, "{} refreshes succeeded", winners.len());
+    assert_eq!(winners.len(), 1, "exactly one refresh succeeds");
     // The losers presented a used token: reuse, so even the winner's new token is dead.
-    if let Some(w) = winners.first() {
-        let r = app
-            .token_request(
-                &creds,
-                &[("grant_type", "refresh_token"), ("refresh_token", w["refresh_token"].as_str().unwrap())],
-            )
-            .await;
-        oauth_error(r, 400, "invalid_grant").await;
-    }
+    let rt2 = winners[0]["refresh_token"].as_str().unwrap();
+    let r = app.token_request(&creds, &[("grant_type", "refresh_token"), ("refresh_token", rt2)]).await;
+    oauth_error(r, 400, "invalid_grant").await;
 }
 
 #[tokio::test]
@@ -546,4 +540,56 @@ async fn app_tokens_cannot_manage_and_forged_ones_are_401() {
     let parts: Vec<&str> = m2m.split('.').collect();
     let none_header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
     assert!(!accepted(&app, &format!("{none_header}.{}.", parts[1])).await);
+}
+
+#[tokio::test]
+async fn dashboard_refresh_families_have_a_hard_end_and_can_be_revoked() {
+    let app = spawn_app().await;
+    let owner = app.setup().await;
+    let password_grant = || async {
+        let form = [("grant_type", "password"), ("username", owner.email.as_str()), ("password", PASSWORD)];
+        let body: Value = app.post("/oauth/token").form(&form).send().await.unwrap().json().await.unwrap();
+        body["refresh_token"].as_str().unwrap().to_owned()
+    };
+    let refresh = |rt: String| {
+        let req = app.post("/oauth/token").form(&[
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", rt),
+            ("client_id", "dashboard".to_owned()),
+        ]);
+        async move { req.send().await.unwrap() }
+    };
+    // Refreshing every 10 days does not extend the family past 30 days.
+    let mut rt = password_grant().await;
+    for _ in 0..2 {
+        app.clock.advance(Duration::days(10));
+        let r = refresh(rt.clone()).await;
+        assert_eq!(r.status(), 200);
+        rt = r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
+    }
+    app.clock.advance(Duration::days(10));
+    oauth_error(refresh(rt).await, 400, "invalid_grant").await;
+
+    // The dashboard (a public client) revokes its own refresh token.
+    let rt = password_grant().await;
+    let r = app.post("/oauth/revoke").form(&[("token", rt.as_str()), ("client_id", "dashboard")]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    oauth_error(refresh(rt).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn a_token_signed_by_another_tenants_key_is_refused() {
+    let app = spawn_app().await;
+    let owner = app.setup().await;
+    let creds = app.create_app(&owner, "starter", &[]).await;
+    let genuine = app.m2m_token(&creds).await;
+    let r = app.post("/v1/tenants").bearer_auth(&owner.session).json(&json!({"name": "Other"})).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    let other = domain::ids::TenantId::parse(body["id"].as_str().unwrap()).unwrap();
+    // The same claims (tenant A's tid and iss), signed with tenant B's key.
+    let claims = decode_with_jwks(&app, &owner.tenant_id, &genuine).await.unwrap();
+    let claims: domain::claims::Claims = serde_json::from_value(claims).unwrap();
+    let forged = app.state.keys.signer(other).await.unwrap().sign(&claims).unwrap();
+    assert!(!accepted(&app, &forged).await);
+    assert!(accepted(&app, &genuine).await);
 }

@@ -69,6 +69,12 @@ async fn openapi_document_lists_every_route() {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/v1/discovery/{doc}", "get"),
+        ("/v1/docs", "get"),
+        ("/v1/docs/{doc}", "get"),
+        ("/v1/docs/{doc}", "delete"),
+        ("/v1/docs/{doc}/update", "post"),
+        ("/v1/sync/{doc}", "get"),
     ];
     for (path, method) in expected {
         assert!(

@@ -4,8 +4,8 @@
 //! [`StoreError::Corrupt`], never a panic.
 
 use crate::{
-    AppRecord, AuditRecord, InvoiceRecord, RefreshKind, RefreshTokenRecord, Result, SessionRecord, SigningKeyRecord,
-    StoreError, TenantRecord, UserRecord,
+    AppRecord, AuditRecord, DocRecord, DocState, InvoiceRecord, RefreshKind, RefreshTokenRecord, Result, SessionRecord,
+    SigningKeyRecord, StoreError, TenantRecord, UserRecord,
 };
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
 use domain::keys::KeyState;
@@ -22,6 +22,7 @@ pub(super) trait Cols {
     fn int(&self, col: &str) -> Result<i64>;
     fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     fn blob(&self, col: &str) -> Result<Vec<u8>>;
+    fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>>;
     fn flag(&self, col: &str) -> Result<bool>;
 
     fn time(&self, col: &str) -> Result<OffsetDateTime> {
@@ -62,6 +63,9 @@ macro_rules! impl_cols {
             fn blob(&self, col: &str) -> Result<Vec<u8>> {
                 self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
             }
+            fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>> {
+                self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
+            }
             fn flag(&self, col: &str) -> Result<bool> {
                 self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
             }
@@ -100,6 +104,7 @@ pub(super) fn session(r: &impl Cols) -> Result<SessionRecord> {
         user_id: UserId::from_uuid(r.uuid("user_id")?),
         created_at: r.time("created_at")?,
         expires_at: r.time("expires_at")?,
+        family_id: r.opt_uuid("family_id")?.map(FamilyId::from_uuid),
     })
 }
 
@@ -116,12 +121,11 @@ pub(super) fn role(r: &impl Cols) -> Result<String> {
 }
 
 pub(super) fn key(r: &impl Cols) -> Result<SigningKeyRecord> {
-    let state = r.text("state")?;
     let version = r.int("master_key_version")?;
     Ok(SigningKeyRecord {
         kid: r.text("kid")?,
         tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
-        state: KeyState::parse(&state).ok_or_else(|| corrupt("state", &format!("unknown key state {state:?}")))?,
+        state: key_state(r)?,
         public_n: r.text("public_n")?,
         public_e: r.text("public_e")?,
         private_key_enc: r.blob("private_key_enc")?,
@@ -131,6 +135,11 @@ pub(super) fn key(r: &impl Cols) -> Result<SigningKeyRecord> {
         retires_at: r.opt_time("retires_at")?,
         revoked_at: r.opt_time("revoked_at")?,
     })
+}
+
+pub(super) fn key_state(r: &impl Cols) -> Result<KeyState> {
+    let state = r.text("state")?;
+    KeyState::parse(&state).ok_or_else(|| corrupt("state", &format!("unknown key state {state:?}")))
 }
 
 pub(super) fn app(r: &impl Cols) -> Result<AppRecord> {
@@ -191,4 +200,40 @@ pub(super) fn audit(r: &impl Cols) -> Result<AuditRecord> {
         ip: r.opt_text("ip")?,
         details: r.json("details")?,
     })
+}
+
+pub(super) fn doc(r: &impl Cols) -> Result<DocRecord> {
+    Ok(DocRecord {
+        app_id: AppId::from_uuid(r.uuid("app_id")?),
+        name: r.text("name")?,
+        size_bytes: r.int("size_bytes")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
+/// The rows of `LOAD_DOC`: the doc row (`part` 0) first, then the log in
+/// seq order. No rows: the doc does not exist.
+pub(super) fn doc_state(rows: &[impl Cols]) -> Result<Option<DocState>> {
+    let Some((head, log)) = rows.split_first() else {
+        return Ok(None);
+    };
+    if head.int("part")? != 0 {
+        return Err(corrupt("part", "log entries without their document"));
+    }
+    let last_seq = head.opt_int("last_seq")?.ok_or_else(|| corrupt("last_seq", "NULL"))?;
+    let updates = log.iter().map(|r| r.blob("data")).collect::<Result<Vec<_>>>()?;
+    Ok(Some(DocState { snapshot: head.opt_blob("data")?, updates, last_seq }))
+}
+
+pub(super) fn last_seq(r: &impl Cols) -> Result<i64> {
+    r.int("last_seq")
+}
+
+pub(super) fn snapshot_seq(r: &impl Cols) -> Result<i64> {
+    r.int("snapshot_seq")
+}
+
+pub(super) fn doc_log_stats(r: &impl Cols) -> Result<(i64, i64)> {
+    Ok((r.int("n")?, r.int("bytes")?))
 }

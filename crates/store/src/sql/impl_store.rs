@@ -9,13 +9,19 @@
 //! without waiting on `busy_timeout`. PostgreSQL takes row locks as it goes,
 //! so a plain `BEGIN` is right.
 //!
+//! `lock_key` names the statement (in `super::queries`) that reads a signing
+//! key's state for a revocation to decide on: with `FOR UPDATE` on
+//! PostgreSQL, so the decision holds until commit; plain on SQLite, where
+//! `BEGIN IMMEDIATE` already keeps every other writer out (and `FOR UPDATE`
+//! is not SQL it knows).
+//!
 //! Where a method stores a record "for" an argument (a key for a tenant, an
 //! invoice for an app), the argument wins over the record's own field, so a
 //! row can never land under another tenant or app than the one the caller
 //! authorised.
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, begin_write = $begin:literal) => {
+    ($store:ty, $db:ty, begin_write = $begin:literal, lock_key = $lock_key:ident) => {
         // An anonymous const scopes the imports to this expansion.
         const _: () = {
             use domain::ids::{AppId, FamilyId, TenantId, UserId};
@@ -25,10 +31,11 @@ macro_rules! impl_store {
             use time::OffsetDateTime;
             use $crate::sql::decode;
             use $crate::sql::queries as q;
-            use $crate::sql::{clamp_limit, db_err, opt_secs, page, secs, to_json};
+            use $crate::sql::{clamp_limit, db_err, group_by_doc, opt_secs, page, secs, to_json};
             use $crate::{
-                AppRecord, AuditRecord, InvoiceRecord, Page, RefreshKind, RefreshTokenRecord, Result, RotateOutcome,
-                SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
+                AppRecord, AuditRecord, DocKey, DocRecord, DocState, InvoiceRecord, Page, RefreshKind,
+                RefreshTokenRecord, Result, RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError,
+                TenantRecord, UserRecord,
             };
 
             impl $store {
@@ -95,6 +102,28 @@ macro_rules! impl_store {
                         .execute(&mut *conn)
                         .await
                         .map_err(db_err)?;
+                    Ok(())
+                }
+
+                /// Stores `invoice` for `app` (under the app's tenant, whatever
+                /// the record says). `NotFound` if the app does not exist.
+                async fn insert_invoice(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    app: AppId,
+                    invoice: &InvoiceRecord,
+                ) -> Result<()> {
+                    let done = sqlx::query(q::INSERT_INVOICE)
+                        .bind(invoice.id.to_string())
+                        .bind(app.to_string())
+                        .bind(to_json(&invoice.lines)?)
+                        .bind(invoice.total_cents)
+                        .bind(secs(invoice.created_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
                     Ok(())
                 }
 
@@ -197,6 +226,7 @@ macro_rules! impl_store {
                         .bind(session.user_id.to_string())
                         .bind(secs(session.created_at))
                         .bind(secs(session.expires_at))
+                        .bind(session.family_id.map(|f| f.to_string()))
                         .execute(&self.pool)
                         .await
                         .map_err(db_err)?;
@@ -222,6 +252,15 @@ macro_rules! impl_store {
                 async fn delete_user_sessions(&self, user_id: UserId) -> Result<u64> {
                     let done = sqlx::query(q::DELETE_USER_SESSIONS)
                         .bind(user_id.to_string())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn delete_family_sessions(&self, family: FamilyId) -> Result<u64> {
+                    let done = sqlx::query(q::DELETE_FAMILY_SESSIONS)
+                        .bind(family.to_string())
                         .execute(&self.pool)
                         .await
                         .map_err(db_err)?;
@@ -313,6 +352,11 @@ macro_rules! impl_store {
                     retires_at: OffsetDateTime,
                 ) -> Result<()> {
                     let mut tx = self.write_tx().await?;
+                    // Retire first, then insert: within the transaction the
+                    // old key has left the one-active-key index before the
+                    // new one enters it. A rotation that raced this one and
+                    // committed its key after our UPDATE looked makes the
+                    // insert fail with `key_conflict` (via `db_err`).
                     sqlx::query(q::RETIRE_ACTIVE_KEYS)
                         .bind(tenant.to_string())
                         .bind(secs(retires_at))
@@ -332,27 +376,33 @@ macro_rules! impl_store {
                     replacement: Option<&SigningKeyRecord>,
                 ) -> Result<()> {
                     let mut tx = self.write_tx().await?;
-                    let revoked = sqlx::query(q::REVOKE_KEY)
+                    // The state as of now, held until commit: the caller's
+                    // earlier read may predate a rotation.
+                    let state = match sqlx::query(q::$lock_key)
+                        .bind(tenant.to_string())
+                        .bind(kid)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                    {
+                        None => return Err(StoreError::NotFound),
+                        Some(row) => decode::key_state(&row)?,
+                    };
+                    if state == KeyState::Revoked {
+                        // A no-op, also for the replacement: whoever revoked
+                        // it brought their own.
+                        return Ok(());
+                    }
+                    sqlx::query(q::REVOKE_KEY)
                         .bind(tenant.to_string())
                         .bind(kid)
                         .bind(secs(now))
                         .execute(&mut *tx)
                         .await
-                        .map_err(db_err)?
-                        .rows_affected();
-                    if revoked == 0 {
-                        // Already revoked (a no-op, also for the replacement: a
-                        // concurrent revocation brought its own) or not this
-                        // tenant's key at all.
-                        let found = sqlx::query(q::KEY_EXISTS)
-                            .bind(tenant.to_string())
-                            .bind(kid)
-                            .fetch_one(&mut *tx)
-                            .await
-                            .map_err(db_err)?;
-                        return if decode::count(&found)? > 0 { Ok(()) } else { Err(StoreError::NotFound) };
-                    }
-                    if let Some(key) = replacement {
+                        .map_err(db_err)?;
+                    // Only the active key is replaced: a retiring one was
+                    // rotated out, and the rotation's key is active already.
+                    if let (KeyState::Active, Some(key)) = (state, replacement) {
                         Self::insert_key(&mut tx, tenant, key, KeyState::Active).await?;
                     }
                     tx.commit().await.map_err(db_err)?;
@@ -389,7 +439,8 @@ macro_rules! impl_store {
                 }
 
                 // ---- apps, plans, invoices --------------------------------
-                async fn create_app(&self, app: &AppRecord) -> Result<()> {
+                async fn create_app(&self, app: &AppRecord, initial_invoice: Option<&InvoiceRecord>) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
                     sqlx::query(q::INSERT_APP)
                         .bind(app.id.to_string())
                         .bind(app.tenant_id.to_string())
@@ -403,9 +454,13 @@ macro_rules! impl_store {
                         .bind(secs(app.created_at))
                         .bind(secs(app.updated_at))
                         .bind(opt_secs(app.secret_rotated_at))
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
+                    if let Some(invoice) = initial_invoice {
+                        Self::insert_invoice(&mut tx, app.id, invoice).await?;
+                    }
+                    tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
 
@@ -510,28 +565,38 @@ macro_rules! impl_store {
                     Ok(())
                 }
 
-                async fn change_app_plan(&self, app: AppId, plan: PlanId, invoice: &InvoiceRecord) -> Result<()> {
+                async fn change_app_plan(
+                    &self,
+                    app: AppId,
+                    from: PlanId,
+                    to: PlanId,
+                    invoice: &InvoiceRecord,
+                ) -> Result<()> {
                     let mut tx = self.write_tx().await?;
-                    // The partial unique index refuses a second free app here.
+                    // Compare-and-set on the plan; the partial unique index
+                    // refuses a second free app here.
                     let done = sqlx::query(q::SET_APP_PLAN)
                         .bind(app.to_string())
-                        .bind(plan.as_str())
+                        .bind(to.as_str())
                         .bind(secs(invoice.created_at))
+                        .bind(from.as_str())
                         .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
                     if done.rows_affected() == 0 {
-                        return Err(StoreError::NotFound);
+                        // Dropping `tx` rolls back: no invoice either way.
+                        let found = sqlx::query(q::APP_EXISTS)
+                            .bind(app.to_string())
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        return Err(if decode::count(&found)? > 0 {
+                            StoreError::Conflict("plan_changed")
+                        } else {
+                            StoreError::NotFound
+                        });
                     }
-                    sqlx::query(q::INSERT_INVOICE)
-                        .bind(invoice.id.to_string())
-                        .bind(app.to_string())
-                        .bind(to_json(&invoice.lines)?)
-                        .bind(invoice.total_cents)
-                        .bind(secs(invoice.created_at))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
+                    Self::insert_invoice(&mut tx, app, invoice).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
@@ -659,6 +724,168 @@ macro_rules! impl_store {
                     }
                     tx.commit().await.map_err(db_err)?;
                     Ok(purged)
+                }
+
+                // ---- documents --------------------------------------------
+                async fn append_doc_updates(
+                    &self,
+                    batch: &[(DocKey, Vec<u8>)],
+                    now: OffsetDateTime,
+                ) -> Result<Vec<i64>> {
+                    if batch.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let docs = group_by_doc(batch);
+                    let mut seqs = vec![0; batch.len()];
+                    let mut tx = self.write_tx().await?;
+                    // One statement per doc reserves its seqs (and, for a doc
+                    // of an unknown app, fails the batch on the foreign key)…
+                    for doc in &docs {
+                        let row = sqlx::query(q::RESERVE_DOC_SEQS)
+                            .bind(&doc.app_id)
+                            .bind(doc.name)
+                            .bind(doc.count)
+                            .bind(doc.bytes)
+                            .bind(secs(now))
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        let first = decode::last_seq(&row)? - doc.count + 1;
+                        for (seq, &i) in (first..).zip(&doc.entries) {
+                            seqs[i] = seq;
+                        }
+                    }
+                    // …then the entries go in a few multi-row inserts.
+                    let rows: Vec<(&str, &str, i64, &[u8])> = docs
+                        .iter()
+                        .flat_map(|d| {
+                            d.entries.iter().map(|&i| (d.app_id.as_str(), d.name, seqs[i], batch[i].1.as_slice()))
+                        })
+                        .collect();
+                    let mut rest = rows.as_slice();
+                    while !rest.is_empty() {
+                        let (n, sql) = q::insert_doc_updates(rest.len());
+                        let (chunk, tail) = rest.split_at(n);
+                        let mut insert = sqlx::query(sql);
+                        for &(app_id, name, seq, data) in chunk {
+                            insert = insert.bind(app_id).bind(name).bind(seq).bind(data);
+                        }
+                        insert.execute(&mut *tx).await.map_err(db_err)?;
+                        rest = tail;
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(seqs)
+                }
+
+                async fn load_doc(&self, key: &DocKey) -> Result<Option<DocState>> {
+                    let rows = sqlx::query(q::LOAD_DOC)
+                        .bind(key.app_id.to_string())
+                        .bind(&key.name)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    decode::doc_state(&rows)
+                }
+
+                async fn compact_doc(
+                    &self,
+                    key: &DocKey,
+                    snapshot: &[u8],
+                    upto_seq: i64,
+                    now: OffsetDateTime,
+                ) -> Result<()> {
+                    let app_id = key.app_id.to_string();
+                    let mut tx = self.write_tx().await?;
+                    let stored = sqlx::query(q::SET_DOC_SNAPSHOT)
+                        .bind(&app_id)
+                        .bind(&key.name)
+                        .bind(snapshot)
+                        .bind(upto_seq)
+                        .bind(secs(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected();
+                    if stored == 0 {
+                        let seqs = sqlx::query(q::GET_DOC_SEQS)
+                            .bind(&app_id)
+                            .bind(&key.name)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        return Err(match seqs {
+                            None => StoreError::NotFound,
+                            Some(r) if upto_seq < decode::snapshot_seq(&r)? => StoreError::Conflict("stale_compaction"),
+                            Some(_) => StoreError::Conflict("seq_out_of_range"),
+                        });
+                    }
+                    sqlx::query(q::DELETE_DOC_UPDATES_UPTO)
+                        .bind(&app_id)
+                        .bind(&key.name)
+                        .bind(upto_seq)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    sqlx::query(q::RECOUNT_DOC_SIZE)
+                        .bind(&app_id)
+                        .bind(&key.name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn get_doc(&self, key: &DocKey) -> Result<Option<DocRecord>> {
+                    sqlx::query(q::GET_DOC)
+                        .bind(key.app_id.to_string())
+                        .bind(&key.name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::doc(&r))
+                        .transpose()
+                }
+
+                async fn list_docs(&self, app: AppId, after: Option<&str>, limit: u32) -> Result<Page<DocRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_DOCS)
+                        .bind(app.to_string())
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::doc)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |d| d.name.clone()))
+                }
+
+                async fn delete_doc(&self, key: &DocKey) -> Result<bool> {
+                    let done = sqlx::query(q::DELETE_DOC)
+                        .bind(key.app_id.to_string())
+                        .bind(&key.name)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn count_docs(&self, app: AppId) -> Result<i64> {
+                    let row =
+                        sqlx::query(q::COUNT_DOCS).bind(app.to_string()).fetch_one(&self.pool).await.map_err(db_err)?;
+                    decode::count(&row)
+                }
+
+                async fn doc_log_stats(&self, key: &DocKey) -> Result<(i64, i64)> {
+                    let row = sqlx::query(q::DOC_LOG_STATS)
+                        .bind(key.app_id.to_string())
+                        .bind(&key.name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    row.map_or(Ok((0, 0)), |r| decode::doc_log_stats(&r))
                 }
 
                 // ---- audit ------------------------------------------------

@@ -9,12 +9,16 @@
 //! both accept (`$N` placeholders, `ON CONFLICT`, partial unique indexes),
 //! and the trait body is written once in `impl_store!`, which expands for
 //! each `(store type, sqlx database)` pair. The only per-engine facts are
-//! the migrations' column types, how a write transaction begins, and the
+//! the migrations' column types, how a write transaction begins, how a row
+//! is locked for a read-then-write inside one (`FOR UPDATE` on PostgreSQL,
+//! nothing on SQLite, whose write transaction is exclusive), and the
 //! connection setup of [`SqliteStore`] and [`PostgresStore`].
 //!
 //! Rules that must hold under concurrency are held by the database: unique
-//! indexes (one free app per tenant, one setup) and compare-and-set updates
-//! (refresh-token rotation), never read-then-write in Rust.
+//! indexes (one free app per tenant, one setup, one active signing key per
+//! tenant), compare-and-set updates (refresh-token rotation, plan changes)
+//! and locked reads inside the write transaction (key revocation), never
+//! read-then-write in Rust across transactions.
 
 #[macro_use]
 mod impl_store;
@@ -26,11 +30,13 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::{Page, Result, StoreError};
+use crate::{DocKey, Page, Result, StoreError};
+use domain::ids::AppId;
 use serde::Serialize;
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 /// Largest page a `list_*` call returns; smaller requests are honoured,
@@ -84,6 +90,9 @@ fn conflict_code(constraint: &str) -> &'static str {
         "apps_one_free_per_tenant" | "apps.tenant_id" => "free_plan_limit",
         "apps_client_id_key" | "apps.client_id" => "client_id_taken",
         "signing_keys_kid_key" | "signing_keys.kid" => "kid_taken",
+        // The partial unique index `signing_keys_one_active_per_tenant`
+        // (the table's only unique rule on `tenant_id`).
+        "signing_keys_one_active_per_tenant" | "signing_keys.tenant_id" => "key_conflict",
         _ => "conflict",
     }
 }
@@ -112,6 +121,42 @@ fn page<T>(items: Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> Page<T> {
     Page { items, next_after }
 }
 
+/// One document's share of an append batch.
+#[derive(Debug, PartialEq)]
+struct DocAppend<'a> {
+    app_id: String,
+    name: &'a str,
+    /// Where this doc's entries sit in the batch, in batch order.
+    entries: Vec<usize>,
+    count: i64,
+    bytes: i64,
+}
+
+/// Groups an append batch by document, in key order. Every transaction that
+/// locks several document rows thus takes the locks in the same order, so
+/// two concurrent batches cannot deadlock on PostgreSQL.
+fn group_by_doc(batch: &[(DocKey, Vec<u8>)]) -> Vec<DocAppend<'_>> {
+    let mut docs: BTreeMap<(AppId, &str), DocAppend<'_>> = BTreeMap::new();
+    for (i, (key, data)) in batch.iter().enumerate() {
+        let doc = docs.entry((key.app_id, key.name.as_str())).or_insert_with(|| DocAppend {
+            app_id: key.app_id.to_string(),
+            name: &key.name,
+            entries: Vec::new(),
+            count: 0,
+            bytes: 0,
+        });
+        doc.entries.push(i);
+        doc.count += 1;
+        doc.bytes += byte_len(data);
+    }
+    docs.into_values().collect()
+}
+
+fn byte_len(data: &[u8]) -> i64 {
+    // A slice never holds more than isize::MAX bytes.
+    i64::try_from(data.len()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -133,11 +178,43 @@ mod tests {
             ("apps_one_free_per_tenant", "apps.tenant_id", "free_plan_limit"),
             ("apps_client_id_key", "apps.client_id", "client_id_taken"),
             ("signing_keys_kid_key", "signing_keys.kid", "kid_taken"),
+            ("signing_keys_one_active_per_tenant", "signing_keys.tenant_id", "key_conflict"),
             ("apps_pkey", "apps.id", "conflict"),
         ] {
             assert_eq!(conflict_code(pg), code);
             assert_eq!(conflict_code(lite), code);
         }
+    }
+
+    #[test]
+    fn append_batches_group_by_doc_in_key_order() {
+        let (x, y) = (AppId::new(), AppId::new());
+        let (a, b) = (x.min(y), x.max(y));
+        let key = |app_id, name: &str| DocKey { app_id, name: name.to_owned() };
+        let batch = vec![
+            (key(b, "x"), vec![1]),
+            (key(a, "y"), vec![2, 2]),
+            (key(b, "x"), vec![3, 3, 3]),
+            (key(a, "x"), vec![4]),
+            (key(a, "y"), vec![5]),
+        ];
+        let groups: Vec<_> = group_by_doc(&batch).into_iter().map(|d| (d.name, d.entries, d.count, d.bytes)).collect();
+        assert_eq!(groups, vec![("x", vec![3], 1, 1), ("y", vec![1, 4], 2, 3), ("x", vec![0, 2], 2, 4)]);
+        assert!(group_by_doc(&[]).is_empty());
+    }
+
+    #[test]
+    fn doc_update_inserts_come_in_few_sizes() {
+        let mut sizes = Vec::new();
+        let mut remaining = 500;
+        while remaining > 0 {
+            let (n, sql) = queries::insert_doc_updates(remaining);
+            assert_eq!(sql.matches('(').count(), n + 1, "{sql}");
+            assert!(sql.ends_with(&format!("${}, ${})", 4 * n - 1, 4 * n)), "{sql}");
+            sizes.push(n);
+            remaining -= n;
+        }
+        assert_eq!(sizes, vec![64, 64, 64, 64, 64, 64, 64, 32, 16, 4]);
     }
 
     #[test]

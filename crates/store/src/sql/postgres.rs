@@ -5,7 +5,11 @@ use crate::Result;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::time::Duration;
 
-const MIGRATIONS: &[MigrationFile] = &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[MigrationFile] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, "documents", include_str!("../../migrations/postgres/0002_documents.sql")),
+    (3, "security", include_str!("../../migrations/postgres/0003_security.sql")),
+];
 
 const POOL_SIZE: u32 = 10;
 
@@ -54,4 +58,4 @@ impl PostgresStore {
     }
 }
 
-impl_store!(PostgresStore, sqlx::Postgres, begin_write = "BEGIN");
+impl_store!(PostgresStore, sqlx::Postgres, begin_write = "BEGIN", lock_key = KEY_STATE_FOR_UPDATE);

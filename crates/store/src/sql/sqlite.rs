@@ -6,7 +6,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use std::path::Path;
 use std::time::Duration;
 
-const MIGRATIONS: &[MigrationFile] = &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[MigrationFile] = &[
+    (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, "documents", include_str!("../../migrations/sqlite/0002_documents.sql")),
+    (3, "security", include_str!("../../migrations/sqlite/0003_security.sql")),
+];
 
 /// SQLite serialises writers anyway; a few connections let reads run
 /// alongside the writer (WAL) without holding many file handles.
@@ -72,4 +76,73 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, sqlx::Sqlite, begin_write = "BEGIN IMMEDIATE");
+impl_store!(SqliteStore, sqlx::Sqlite, begin_write = "BEGIN IMMEDIATE", lock_key = KEY_STATE);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use domain::ids::TenantId;
+    use domain::keys::KeyState;
+    use time::OffsetDateTime;
+
+    /// A database the old rotation race left with several active keys per
+    /// tenant still migrates: the newest stays active, the others retire.
+    #[tokio::test]
+    async fn migration_3_keeps_the_newest_active_key_per_tenant() {
+        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .unwrap();
+        migrator(&MIGRATIONS[..2]).run(&pool).await.unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        for t in [a, b] {
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, 'tenant', 0)")
+                .bind(t.to_string())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        // In insertion (`seq`) order; `retired` keeps its own grace end.
+        let planted = [("retired", a, "retiring", Some(5)), ("a1", a, "active", None), ("a2", a, "active", None)];
+        let planted = planted.into_iter().chain([("a3", a, "active", None), ("b1", b, "active", None)]);
+        for (kid, tenant, state, retires_at) in planted {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, tenant_id, state, public_n, public_e, private_key_enc, \
+                 master_key_version, created_at, retires_at) VALUES ($1, $2, $3, 'n', 'e', x'00', 1, 0, $4)",
+            )
+            .bind(kid)
+            .bind(tenant.to_string())
+            .bind(state)
+            .bind(retires_at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+
+        let before = OffsetDateTime::now_utc().unix_timestamp();
+        let store = SqliteStore::migrated(pool).await.unwrap();
+        let after = OffsetDateTime::now_utc().unix_timestamp();
+        let keys: Vec<_> = store
+            .list_signing_keys(a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.kid, k.state, k.retires_at.map(|t| t.unix_timestamp())))
+            .collect();
+        assert_eq!(keys[0], ("a3".to_owned(), KeyState::Active, None));
+        for (i, kid) in [(1, "a2"), (2, "a1")] {
+            let (got, state, retires_at) = &keys[i];
+            assert_eq!((got.as_str(), *state), (kid, KeyState::Retiring));
+            assert!((before + 1800..=after + 1800).contains(&retires_at.unwrap()), "{retires_at:?}");
+        }
+        assert_eq!(keys[3], ("retired".to_owned(), KeyState::Retiring, Some(5)));
+        assert_eq!(store.list_signing_keys(b).await.unwrap()[0].state, KeyState::Active);
+    }
+}

@@ -1,0 +1,311 @@
+//! Documents at run time: rooms loaded lazily from the store, a single
+//! group-commit persister, background compaction, and unloading when idle.
+//!
+//! The write path: a connection's write is queued to the persister, which
+//! appends everything queued since its last commit in one transaction, and
+//! only then applies each update to its room (which broadcasts it). So a
+//! room holds only persisted state, and batching keeps throughput when many
+//! clients write at once without adding a timer to anyone's latency.
+
+use crate::error::ApiError;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use store::{DocKey, Store};
+use sync::{ConnId, Room};
+use tokio::sync::{OnceCell, mpsc, oneshot};
+
+/// Compact once this many updates or bytes sit in a document's log.
+const COMPACT_AFTER_UPDATES: u64 = 500;
+const COMPACT_AFTER_BYTES: u64 = 8 * 1024 * 1024;
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Unload a room this long after its last connection left.
+pub const IDLE_UNLOAD: Duration = Duration::from_secs(30);
+
+/// A document's place in memory. `refs` counts connections (and REST calls)
+/// using it; the sweeper only removes a slot at zero refs, under the map's
+/// shard lock, so an opener can never end up with a room nobody else sees.
+pub struct DocSlot {
+    pub key: DocKey,
+    room: OnceCell<Arc<Room>>,
+    refs: AtomicUsize,
+    /// Some update of this doc is persisted.
+    exists: AtomicBool,
+    applied_seq: AtomicI64,
+    log_updates: AtomicU64,
+    log_bytes: AtomicU64,
+    compacting: AtomicBool,
+    /// Writes queued but not yet applied.
+    pending: AtomicUsize,
+    idle_since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl DocSlot {
+    fn new(key: DocKey) -> Self {
+        Self {
+            key,
+            room: OnceCell::new(),
+            refs: AtomicUsize::new(0),
+            exists: AtomicBool::new(false),
+            applied_seq: AtomicI64::new(0),
+            log_updates: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            compacting: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn room(&self) -> Option<&Arc<Room>> {
+        self.room.get()
+    }
+
+    pub fn exists(&self) -> bool {
+        self.exists.load(Ordering::Acquire)
+    }
+}
+
+/// A use of a slot; releasing it lets the room unload when idle.
+pub struct SlotRef {
+    pub slot: Arc<DocSlot>,
+    pub room: Arc<Room>,
+}
+
+impl Drop for SlotRef {
+    fn drop(&mut self) {
+        if self.slot.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.slot.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+}
+
+struct Write {
+    slot: Arc<DocSlot>,
+    room: Arc<Room>,
+    update: Vec<u8>,
+    origin: Option<ConnId>,
+    ack: Option<oneshot::Sender<Result<(), ()>>>,
+}
+
+pub struct Docs {
+    store: Arc<dyn Store>,
+    slots: DashMap<DocKey, Arc<DocSlot>>,
+    queue: mpsc::Sender<Write>,
+    clock: Arc<dyn domain::clock::Clock>,
+    pub metrics: DocMetrics,
+}
+
+#[derive(Default)]
+pub struct DocMetrics {
+    pub batches: AtomicU64,
+    pub persisted: AtomicU64,
+}
+
+impl Docs {
+    /// Starts the persister and the idle sweeper; they stop when `Docs` is dropped.
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn domain::clock::Clock>) -> Arc<Self> {
+        let (queue, rx) = mpsc::channel(8192);
+        let docs = Arc::new(Self { store, slots: DashMap::new(), queue, clock, metrics: DocMetrics::default() });
+        tokio::spawn(persister(Arc::downgrade(&docs), rx));
+        tokio::spawn(sweeper(Arc::downgrade(&docs)));
+        docs
+    }
+
+    /// The document's room, loaded from the store on first use.
+    pub async fn open(&self, key: &DocKey) -> Result<SlotRef, ApiError> {
+        let slot = {
+            let entry = self.slots.entry(key.clone()).or_insert_with(|| Arc::new(DocSlot::new(key.clone())));
+            // Counted under the shard lock: the sweeper cannot remove it now.
+            entry.refs.fetch_add(1, Ordering::AcqRel);
+            entry.clone()
+        };
+        let loaded = slot
+            .room
+            .get_or_try_init(|| async {
+                let state = self.store.load_doc(key).await?;
+                let mut parts: Vec<Vec<u8>> = Vec::new();
+                if let Some(state) = state {
+                    slot.exists.store(true, Ordering::Release);
+                    slot.applied_seq.store(state.last_seq, Ordering::Release);
+                    slot.log_updates.store(state.updates.len() as u64, Ordering::Relaxed);
+                    slot.log_bytes.store(state.updates.iter().map(|u| u.len() as u64).sum(), Ordering::Relaxed);
+                    parts.extend(state.snapshot);
+                    parts.extend(state.updates);
+                }
+                let room = tokio::task::spawn_blocking(move || Room::new(parts))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(|e| ApiError::internal(format!("stored document {key:?} does not load: {e}")))?;
+                Ok::<_, ApiError>(room)
+            })
+            .await;
+        match loaded {
+            Ok(room) => {
+                let room = room.clone();
+                Ok(SlotRef { slot, room })
+            }
+            Err(e) => {
+                if slot.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    *slot.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The slot if it is loaded (for REST reads that must not load needlessly).
+    pub fn loaded(&self, key: &DocKey) -> Option<Arc<DocSlot>> {
+        self.slots.get(key).map(|s| s.clone())
+    }
+
+    /// Queues a write; it is applied and broadcast once persisted. With
+    /// `wait`, answers when that happened (or failed).
+    pub async fn write(
+        &self,
+        slot: &SlotRef,
+        update: Vec<u8>,
+        origin: Option<ConnId>,
+        wait: bool,
+    ) -> Result<(), ApiError> {
+        let (ack, done) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        slot.slot.pending.fetch_add(1, Ordering::AcqRel);
+        let w = Write { slot: slot.slot.clone(), room: slot.room.clone(), update, origin, ack };
+        if self.queue.send(w).await.is_err() {
+            slot.slot.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::internal("the persister has stopped"));
+        }
+        if let Some(done) = done {
+            return match done.await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(ApiError::internal("the update could not be persisted")),
+            };
+        }
+        Ok(())
+    }
+
+    /// Forgets a deleted document's room (connections are closed by the caller).
+    pub fn evict(&self, key: &DocKey) {
+        self.slots.remove(key);
+    }
+
+    pub fn loaded_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    async fn compact(self: Arc<Self>, slot: Arc<DocSlot>, room: Arc<Room>) {
+        // Read the seq first: the state encoded afterwards contains at least
+        // everything up to it, so no update is ever dropped from the log
+        // without being in the snapshot (later ones may be in both: harmless).
+        let upto = slot.applied_seq.load(Ordering::Acquire);
+        let snapshot = match tokio::task::spawn_blocking(move || room.encode_state()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a snapshot failed");
+                slot.compacting.store(false, Ordering::Release);
+                return;
+            }
+        };
+        let now = self.clock.now();
+        match self.store.compact_doc(&slot.key, &snapshot, upto, now).await {
+            Ok(()) => {
+                slot.log_updates.store(0, Ordering::Relaxed);
+                slot.log_bytes.store(0, Ordering::Relaxed);
+                metrics::counter!("wiresocket_doc_compactions_total").increment(1);
+            }
+            Err(e) => tracing::warn!(error = %e, doc = ?slot.key, "compaction failed; will retry later"),
+        }
+        slot.compacting.store(false, Ordering::Release);
+    }
+}
+
+/// Appends everything queued in one transaction, then applies and broadcasts.
+async fn persister(docs: std::sync::Weak<Docs>, mut rx: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(64);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let Some(docs) = docs.upgrade() else { return };
+        let entries: Vec<(DocKey, Vec<u8>)> = batch.iter().map(|w| (w.slot.key.clone(), w.update.clone())).collect();
+        let started = Instant::now();
+        let result = docs.store.append_doc_updates(&entries, docs.clock.now()).await;
+        metrics::histogram!("wiresocket_persist_batch_seconds").record(started.elapsed().as_secs_f64());
+        docs.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(seqs) => {
+                docs.metrics.persisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for (w, seq) in batch.drain(..).zip(seqs) {
+                    apply(&docs, w, seq);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "persisting a batch failed; its writers are told");
+                for w in batch.drain(..) {
+                    w.slot.pending.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(ack) = w.ack {
+                        let _ = ack.send(Err(()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
+    let slot = &w.slot;
+    slot.exists.store(true, Ordering::Release);
+    // A panic inside the CRDT library must not take the persister (and so
+    // every document) down with it.
+    let applied =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.room.apply_persisted(&w.update, w.origin)));
+    match applied {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, doc = ?slot.key, "a persisted update did not apply"),
+        Err(_) => tracing::error!(doc = ?slot.key, "applying an update panicked; the room keeps its previous state"),
+    }
+    slot.applied_seq.fetch_max(seq, Ordering::AcqRel);
+    slot.pending.fetch_sub(1, Ordering::AcqRel);
+    let updates = slot.log_updates.fetch_add(1, Ordering::Relaxed) + 1;
+    let bytes = slot.log_bytes.fetch_add(w.update.len() as u64, Ordering::Relaxed) + w.update.len() as u64;
+    if (updates >= COMPACT_AFTER_UPDATES || bytes >= COMPACT_AFTER_BYTES)
+        && !slot.compacting.swap(true, Ordering::AcqRel)
+    {
+        tokio::spawn(docs.clone().compact(slot.clone(), w.room.clone()));
+    }
+    if let Some(ack) = w.ack {
+        let _ = ack.send(Ok(()));
+    }
+}
+
+/// Unloads rooms nobody has used for [`IDLE_UNLOAD`].
+async fn sweeper(docs: std::sync::Weak<Docs>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(docs) = docs.upgrade() else { return };
+        let now = Instant::now();
+        docs.slots.retain(|_, slot| {
+            let idle = slot
+                .idle_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|t| now.duration_since(t) >= IDLE_UNLOAD);
+            let busy = slot.refs.load(Ordering::Acquire) > 0
+                || slot.pending.load(Ordering::Acquire) > 0
+                || slot.compacting.load(Ordering::Acquire);
+            busy || !idle
+        });
+        metrics::gauge!("wiresocket_docs_loaded").set(docs.slots.len() as f64);
+    }
+}

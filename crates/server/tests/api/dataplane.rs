@@ -1,0 +1,442 @@
+//! The data plane end to end: WebSocket sync with stock-protocol clients,
+//! edge enforcement, revocation, durability, documents REST and discovery.
+
+use crate::helpers::*;
+use crate::yclient::{YClient, connect};
+use serde_json::{Value, json};
+use std::time::Duration;
+use yrs::updates::decoder::Decode;
+use yrs::{GetString, Text, Transact};
+
+const T: Duration = Duration::from_secs(5);
+
+struct Fixture {
+    app: TestApp,
+    owner: Owner,
+    creds: TestAppCreds,
+    m2m: String,
+}
+
+async fn fixture(plan: &str, domains: &[&str]) -> Fixture {
+    let app = spawn_app().await;
+    let owner = app.setup().await;
+    let creds = app.create_app(&owner, plan, domains).await;
+    let m2m = app.m2m_token(&creds).await;
+    Fixture { app, owner, creds, m2m }
+}
+
+impl Fixture {
+    async fn client_token(&self, body: Value) -> String {
+        let r = self.app.post("/v1/client-tokens").bearer_auth(&self.m2m).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn join(&self, doc: &str, token: &str) -> YClient {
+        let mut c = connect(&self.app.url, doc, token, None).await.unwrap();
+        c.sync().await;
+        c
+    }
+
+    async fn rest_state(&self, doc: &str) -> reqwest::Response {
+        self.app.get(&format!("/v1/docs/{doc}")).bearer_auth(&self.m2m).send().await.unwrap()
+    }
+}
+
+fn text_of(update: &[u8]) -> String {
+    let doc = yrs::Doc::new();
+    let t = doc.get_or_insert_text("t");
+    doc.transact_mut().apply_update(yrs::Update::decode_v1(update).unwrap()).unwrap();
+    t.get_string(&doc.transact())
+}
+
+#[tokio::test]
+async fn two_clients_converge_and_a_late_joiner_gets_everything() {
+    let f = fixture("starter", &[]).await;
+    let mut a = f.join("notes", &f.m2m).await;
+    let mut b = f.join("notes", &f.m2m).await;
+    a.insert("hello ").await;
+    assert!(b.wait_for(|c| c.text() == "hello ", T).await, "b saw {:?}", b.text());
+    b.insert("world").await;
+    assert!(a.wait_for(|c| c.text() == "hello world", T).await);
+    let late = f.join("notes", &f.m2m).await;
+    assert_eq!(late.text(), "hello world");
+    // Two apps may both have a doc named `notes`: they are separate.
+    let other = f.app.create_app(&f.owner, "pro", &[]).await;
+    let other_token = f.app.m2m_token(&other).await;
+    let c = f.join("notes", &other_token).await;
+    assert_eq!(c.text(), "");
+}
+
+#[tokio::test]
+async fn awareness_is_relayed_to_everyone_and_removed_on_disconnect() {
+    let f = fixture("starter", &[]).await;
+    let mut a = f.join("room", &f.m2m).await;
+    let mut b = f.join("room", &f.m2m).await;
+    a.set_awareness(r#"{"user":"ada"}"#).await;
+    let a_id = a.doc.client_id().get();
+    assert!(b.wait_for(|c| c.awareness.contains_key(&a_id), T).await);
+    // The sender gets its own state back (keeps idle stock clients alive).
+    assert!(a.wait_for(|c| c.awareness.contains_key(&a_id), T).await);
+    // A newcomer receives the current states on connect.
+    let mut c = connect(&f.app.url, "room", &f.m2m, None).await.unwrap();
+    assert!(c.wait_for(|c| c.awareness.contains_key(&a_id), T).await);
+    a.close().await;
+    assert!(
+        b.wait_for(|c| !c.awareness.contains_key(&a_id), Duration::from_secs(2)).await,
+        "removal broadcast within 1 s"
+    );
+}
+
+#[tokio::test]
+async fn documents_with_slashes_and_rest_round_trip() {
+    let f = fixture("starter", &[]).await;
+    let mut ws = f.join("team/a b/ü", &f.m2m).await;
+    // REST write: persisted, then broadcast to the socket.
+    let doc = yrs::Doc::new();
+    let update = {
+        let t = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        t.insert(&mut txn, 0, "from rest");
+        txn.encode_update_v1()
+    };
+    let path = "team%2Fa%20b%2F%C3%BC";
+    let r = f
+        .app
+        .post(&format!("/v1/docs/{path}/update"))
+        .bearer_auth(&f.m2m)
+        .header("content-type", "application/octet-stream")
+        .body(update.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(ws.wait_for(|c| c.text() == "from rest", T).await);
+    let r = f.rest_state(path).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(text_of(&r.bytes().await.unwrap()), "from rest");
+
+    let list: Value = f.app.get("/v1/docs").bearer_auth(&f.m2m).send().await.unwrap().json().await.unwrap();
+    let item = &list["items"][0];
+    assert_eq!(item["name"], "team/a b/ü");
+    assert!(item["size_bytes"].as_i64().unwrap() > 0);
+    assert_eq!(item["connections"], 1);
+    assert!(list["next_cursor"].is_null());
+
+    // Already-known updates are accepted and change nothing.
+    let r = f.app.post(&format!("/v1/docs/{path}/update")).bearer_auth(&f.m2m).body(update).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = f
+        .app
+        .post(&format!("/v1/docs/{path}/update"))
+        .bearer_auth(&f.m2m)
+        .body(vec![0xff, 0x01, 0x02])
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "invalid_update").await;
+
+    assert_error(f.rest_state("never-written").await, 404, "not_found").await;
+    assert_error(f.rest_state("bad%01name").await, 400, "invalid_document_name").await;
+
+    let r = f.app.delete(&format!("/v1/docs/{path}")).bearer_auth(&f.m2m).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(ws.closed_with(T).await, Some(4404));
+    assert_error(f.rest_state(path).await, 404, "not_found").await;
+    assert_error(f.app.delete(&format!("/v1/docs/{path}")).bearer_auth(&f.m2m).send().await.unwrap(), 404, "not_found")
+        .await;
+}
+
+#[tokio::test]
+async fn rest_needs_an_m2m_token() {
+    let f = fixture("starter", &[]).await;
+    let client = f.client_token(json!({"docs": ["*"]})).await;
+    assert_error(f.app.get("/v1/docs").bearer_auth(&client).send().await.unwrap(), 403, "forbidden").await;
+    assert_error(f.app.get("/v1/docs").bearer_auth(&f.owner.session).send().await.unwrap(), 401, "unauthorized").await;
+    assert_error(f.app.get("/v1/docs").send().await.unwrap(), 401, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn discovery_answers_the_provider_url() {
+    let f = fixture("starter", &[]).await;
+    let d: Value = f.app.get("/v1/discovery/a%2Fb").bearer_auth(&f.m2m).send().await.unwrap().json().await.unwrap();
+    assert_eq!(d["url"], format!("{}/v1/sync", f.app.url.replacen("http://", "ws://", 1)));
+    assert_eq!(d["region"], "eu-central-1");
+    assert!(d["node_id"].as_str().unwrap().starts_with("node-"));
+    let narrow = f.client_token(json!({"docs": ["notes/*"]})).await;
+    assert_eq!(f.app.get("/v1/discovery/notes%2F1").bearer_auth(&narrow).send().await.unwrap().status(), 200);
+    assert_error(f.app.get("/v1/discovery/board").bearer_auth(&narrow).send().await.unwrap(), 403, "forbidden").await;
+    assert_error(
+        f.app.get("/v1/discovery/board").bearer_auth(&f.owner.session).send().await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refusals_happen_before_the_upgrade() {
+    let f = fixture("starter", &["myapp.com", "localhost:3000"]).await;
+    let url = f.app.url.clone();
+    assert_eq!(connect(&url, "d", "", Some("https://myapp.com")).await.err(), Some(401));
+    assert_eq!(connect(&url, "d", "garbage", Some("https://myapp.com")).await.err(), Some(401));
+    // Origin: allowed host and port; missing or other refused.
+    assert!(connect(&url, "d", &f.m2m, Some("https://myapp.com")).await.is_ok());
+    assert!(connect(&url, "d", &f.m2m, Some("http://localhost:3000")).await.is_ok());
+    assert_eq!(connect(&url, "d", &f.m2m, None).await.err(), Some(403));
+    assert_eq!(connect(&url, "d", &f.m2m, Some("https://evil.com")).await.err(), Some(403));
+    assert_eq!(connect(&url, "d", &f.m2m, Some("http://localhost:3001")).await.err(), Some(403));
+    // docs claim.
+    let narrow = f.client_token(json!({"docs": ["notes/*"]})).await;
+    assert!(connect(&url, "notes/1", &narrow, Some("https://myapp.com")).await.is_ok());
+    assert_eq!(connect(&url, "board", &narrow, Some("https://myapp.com")).await.err(), Some(403));
+    assert_eq!(connect(&url, "notes", &narrow, Some("https://myapp.com")).await.err(), Some(403));
+    // Expired token.
+    let short = f.client_token(json!({"docs": ["*"], "ttl_seconds": 60})).await;
+    f.app.clock.advance(time::Duration::seconds(61));
+    assert_eq!(connect(&url, "d", &short, Some("https://myapp.com")).await.err(), Some(401));
+    // A human session never opens a socket.
+    assert_eq!(connect(&url, "d", &f.owner.session, Some("https://myapp.com")).await.err(), Some(401));
+}
+
+#[tokio::test]
+async fn plan_connection_limit_is_429_before_upgrade() {
+    let f = fixture("free", &[]).await;
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        open.push(connect(&f.app.url, "d", &f.m2m, None).await.unwrap());
+    }
+    assert_eq!(connect(&f.app.url, "d", &f.m2m, None).await.err(), Some(429));
+    let gone = open.pop().unwrap();
+    gone.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(connect(&f.app.url, "other", &f.m2m, None).await.is_ok());
+}
+
+#[tokio::test]
+async fn read_only_clients_receive_but_cannot_write() {
+    let f = fixture("starter", &[]).await;
+    let ro = f.client_token(json!({"docs": ["*"], "access": "r"})).await;
+    let mut writer = f.join("d", &f.m2m).await;
+    let mut reader = f.join("d", &ro).await;
+    writer.insert("abc").await;
+    assert!(reader.wait_for(|c| c.text() == "abc", T).await);
+    reader.set_awareness(r#"{"ro":true}"#).await;
+    let rid = reader.doc.client_id().get();
+    assert!(writer.wait_for(|c| c.awareness.contains_key(&rid), T).await, "read-only presence is relayed");
+    reader.insert("!").await;
+    assert_eq!(reader.closed_with(T).await, Some(4403));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(text_of(&f.rest_state("d").await.bytes().await.unwrap()), "abc");
+}
+
+#[tokio::test]
+async fn token_expiry_closes_with_4401_unless_refreshed_in_band() {
+    let f = fixture("starter", &[]).await;
+    let short = f.client_token(json!({"docs": ["d"], "ttl_seconds": 1})).await;
+    let mut c = f.join("d", &short).await;
+    assert_eq!(c.closed_with(Duration::from_secs(4)).await, Some(4401));
+
+    let short = f.client_token(json!({"docs": ["d"], "ttl_seconds": 2})).await;
+    let mut c = f.join("d", &short).await;
+    let fresh = f.client_token(json!({"docs": ["d"], "ttl_seconds": 600})).await;
+    c.send_text(&json!({"type": "refresh", "token": fresh}).to_string()).await;
+    assert!(!c.wait_for(|c| c.closed.is_some(), Duration::from_secs(3)).await, "refreshed connection stays open");
+    c.insert("still here").await;
+    let mut d = f.join("d", &f.m2m).await;
+    assert!(d.wait_for(|c| c.text() == "still here", T).await);
+
+    // A refresh with a token for another document is refused.
+    let other = f.client_token(json!({"docs": ["other"]})).await;
+    c.send_text(&json!({"type": "refresh", "token": other}).to_string()).await;
+    assert_eq!(c.closed_with(T).await, Some(4401));
+}
+
+#[tokio::test]
+async fn revocations_close_sockets_within_a_second() {
+    let f = fixture("starter", &[]).await;
+    // Revoking the token.
+    let mut c = f.join("d", &f.m2m).await;
+    let r = f
+        .app
+        .post("/oauth/revoke")
+        .basic_auth(&f.creds.client_id, Some(&f.creds.client_secret))
+        .form(&[("token", f.m2m.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(c.closed_with(Duration::from_secs(1)).await, Some(4401));
+    // Revoking the key.
+    let m2m = f.app.m2m_token(&f.creds).await;
+    let mut c = f.join("d", &m2m).await;
+    let keys: Value = f
+        .app
+        .get(&format!("/v1/tenants/{}/keys", f.owner.tenant_id))
+        .bearer_auth(&f.owner.session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = keys["items"][0]["kid"].as_str().unwrap();
+    f.app
+        .post(&format!("/v1/tenants/{}/keys/{kid}/revoke", f.owner.tenant_id))
+        .bearer_auth(&f.owner.session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.closed_with(Duration::from_secs(1)).await, Some(4401));
+    // Deleting the app.
+    let m2m = f.app.m2m_token(&f.creds).await;
+    let mut c = f.join("d", &m2m).await;
+    f.app
+        .delete(&format!("/v1/tenants/{}/apps/{}", f.owner.tenant_id, f.creds.id))
+        .bearer_auth(&f.owner.session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.closed_with(Duration::from_secs(1)).await, Some(4401));
+}
+
+#[tokio::test]
+async fn secret_rotation_closes_sockets_opened_before_it() {
+    let f = fixture("starter", &[]).await;
+    let mut c = f.join("d", &f.m2m).await;
+    f.app.clock.advance(time::Duration::seconds(1));
+    f.app
+        .post(&format!("/v1/tenants/{}/apps/{}/secret/rotate", f.owner.tenant_id, f.creds.id))
+        .bearer_auth(&f.owner.session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.closed_with(Duration::from_secs(1)).await, Some(4401));
+}
+
+#[tokio::test]
+async fn malformed_frames_close_only_that_connection() {
+    let f = fixture("starter", &[]).await;
+    let mut good = f.join("d", &f.m2m).await;
+    let mut bad = f.join("d", &f.m2m).await;
+    bad.send_raw(vec![0, 2, 0xff, 0xff, 0xff]).await;
+    assert_eq!(bad.closed_with(T).await, Some(1007));
+    good.insert("fine").await;
+    let mut other = f.join("d", &f.m2m).await;
+    assert!(other.wait_for(|c| c.text() == "fine", T).await);
+    assert!(good.closed.is_none());
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_4413() {
+    let dir = temp_dir();
+    let mut config = test_config(&dir);
+    config.max_message_bytes = 64 * 1024;
+    let app = spawn_with(config).await;
+    let owner = app.setup().await;
+    let creds = app.create_app(&owner, "starter", &[]).await;
+    let m2m = app.m2m_token(&creds).await;
+    let mut c = connect(&app.url, "d", &m2m, None).await.unwrap();
+    c.sync().await;
+    c.insert(&"x".repeat(100 * 1024)).await;
+    assert_eq!(c.closed_with(T).await, Some(4413));
+    // Just under the limit is fine.
+    let mut c = connect(&app.url, "d", &m2m, None).await.unwrap();
+    c.sync().await;
+    c.insert(&"y".repeat(60 * 1024)).await;
+    let mut d = connect(&app.url, "d", &m2m, None).await.unwrap();
+    d.sync().await;
+    assert!(d.wait_for(|c| c.text().len() == 60 * 1024, T).await);
+    assert!(c.closed.is_none());
+}
+
+#[tokio::test]
+async fn operations_per_minute_close_with_4429_and_follow_plan_changes() {
+    let f = fixture("free", &[]).await;
+    let mut c = f.join("d", &f.m2m).await;
+    // GCRA: a burst of 1000, then about 17 more per second. Write until refused.
+    let started = std::time::Instant::now();
+    let mut sent = 0u32;
+    while c.closed.is_none() && sent < 3000 {
+        c.insert(&format!("{sent},")).await;
+        sent += 1;
+        if sent.is_multiple_of(100) {
+            c.step(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(c.closed_with(Duration::from_secs(20)).await, Some(4429));
+    // What counts is what the server accepted: the persisted writes.
+    let allowed = 1000.0 + started.elapsed().as_secs_f64() * 1000.0 / 60.0 + 2.0;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored = text_of(&f.rest_state("d").await.bytes().await.unwrap()).matches(',').count();
+    assert!(
+        stored >= 1000 && (stored as f64) <= allowed,
+        "{stored} writes accepted (sent {sent}, allowed {allowed:.0})"
+    );
+    // Upgrading lifts the limit at once, without a restart.
+    let r = f
+        .app
+        .post(&format!("/v1/tenants/{}/apps/{}/plan", f.owner.tenant_id, f.creds.id))
+        .bearer_auth(&f.owner.session)
+        .json(&json!({"plan": "starter"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut c = f.join("d", &f.m2m).await;
+    c.insert("after upgrade").await;
+    let mut d = f.join("d", &f.m2m).await;
+    assert!(d.wait_for(|c| c.text().ends_with("after upgrade"), T).await);
+}
+
+#[tokio::test]
+async fn the_document_limit_refuses_one_more() {
+    let f = fixture("free", &[]).await;
+    let update = |s: &str| {
+        let doc = yrs::Doc::new();
+        let t = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        t.insert(&mut txn, 0, s);
+        txn.encode_update_v1()
+    };
+    for i in 0..100 {
+        let r =
+            f.app.post(&format!("/v1/docs/doc-{i}/update")).bearer_auth(&f.m2m).body(update("x")).send().await.unwrap();
+        assert_eq!(r.status(), 204, "doc {i}");
+    }
+    let r = f.app.post("/v1/docs/doc-100/update").bearer_auth(&f.m2m).body(update("x")).send().await.unwrap();
+    assert_error(r, 429, "plan_limit").await;
+    // Over the socket: 4429.
+    let mut c = f.join("doc-101", &f.m2m).await;
+    c.insert("no room").await;
+    assert_eq!(c.closed_with(T).await, Some(4429));
+    // Existing documents still take writes.
+    let r = f.app.post("/v1/docs/doc-5/update").bearer_auth(&f.m2m).body(update("more")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test]
+async fn what_a_client_has_seen_survives_a_restart() {
+    let dir = temp_dir();
+    let mut config = test_config(&dir);
+    config.public_url = Some("http://ws.example.test".into());
+    let app = spawn_with(config.clone()).await;
+    let owner = app.setup().await;
+    let creds = app.create_app(&owner, "starter", &[]).await;
+    let m2m = app.m2m_token(&creds).await;
+    let mut a = connect(&app.url, "d", &m2m, None).await.unwrap();
+    a.sync().await;
+    let mut b = connect(&app.url, "d", &m2m, None).await.unwrap();
+    b.sync().await;
+    for i in 0..50 {
+        a.insert(&format!("{i};")).await;
+    }
+    assert!(b.wait_for(|c| c.text().ends_with("49;"), T).await);
+    let seen = b.text();
+    app.stop().await;
+    let app = spawn_with(config).await;
+    let mut c = connect(&app.url, "d", &m2m, None).await.unwrap();
+    c.sync().await;
+    assert_eq!(c.text(), seen);
+}

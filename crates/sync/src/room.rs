@@ -1,0 +1,572 @@
+//! A room: one document, its awareness, and the connections editing it.
+//!
+//! # Locks
+//! Two mutexes, always taken in this order and never the reverse:
+//!
+//! 1. `state` ([`DocState`]: the Awareness, which owns the Doc, plus what the
+//!    room knows about it: state vector and delete set). Held to classify or
+//!    apply an update and to apply awareness changes.
+//! 2. `conns` (the fan-out table). Senders are called under it; they are
+//!    non-blocking (`try_send` into a bounded channel) and must never call
+//!    back into the room.
+//!
+//! A broadcast takes `conns` *before* releasing `state` (hand over hand), so
+//! every connection sees updates and awareness changes in the order they
+//! were applied, while the doc lock is not held during the fan-out.
+//!
+//! Reads of the document that need no room bookkeeping (sync step 2 replies,
+//! [`Room::encode_state`]) use a second handle on the same `Doc` and take
+//! only yrs's own read lock, so they run concurrently with each other and
+//! never wait on `state`. Writers hold `state` while they wait for yrs's
+//! write lock; readers of that second handle never take `state`, so there is
+//! no cycle.
+//!
+//! std mutexes rather than async ones: nothing here awaits, and every
+//! critical section is short and bounded by the size of one message.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use yrs::sync::Awareness;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, ID, IdSet, ReadTxn, StateVector, Transact, TransactionMut, Update};
+
+use crate::wire::{self, Frame};
+use crate::{ConnId, Outcome, Sender, SyncError, guard};
+
+/// What a room knows about its document, guarded by one mutex.
+struct DocState {
+    awareness: Awareness,
+    /// The doc's state vector, refreshed after every apply, so classifying
+    /// an update does not rebuild it (it has an entry per client that ever
+    /// edited the doc).
+    sv: StateVector,
+    /// Every id range known to be deleted in the doc. yrs offers no public
+    /// "is this id deleted" lookup, so the room keeps this set: built once
+    /// from the store when the room loads, then extended after each apply
+    /// with the deletions yrs performed and the update's own delete set
+    /// below the new state vector (already-deleted and GC'd ranges), minus
+    /// the pending delete set. It never holds a range that is not deleted
+    /// (that would make a real deletion look known and drop it); missing a
+    /// range only makes an update look new, i.e. persisted once more.
+    deleted: IdSet,
+}
+
+/// One connection in the fan-out table: an `Arc`'d callback and the
+/// awareness client ids it introduced (usually one), so nothing per idle
+/// connection beyond a few words.
+struct ConnEntry {
+    /// `None` once the sender refused bytes (slow consumer): the connection
+    /// gets nothing more, but its awareness ids stay until `disconnect`.
+    sender: Option<Sender>,
+    clients: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Conns {
+    map: HashMap<ConnId, ConnEntry>,
+    dropped: Vec<ConnId>,
+}
+
+#[derive(Default)]
+struct Counters {
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+    writes: AtomicU64,
+    forbidden: AtomicU64,
+    applied: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A snapshot of a room's counters (monotonic since the room was created,
+/// except `connections`), for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomStats {
+    /// Registered connections, including slow ones not yet disconnected.
+    pub connections: usize,
+    /// Messages passed to [`Room::handle`], and their bytes.
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    /// Messages handed to senders (replies, broadcasts, handshakes), and
+    /// their bytes; a broadcast to n connections counts n times.
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    /// Messages answered with [`Outcome::Persist`].
+    pub writes: u64,
+    /// Messages answered with [`Outcome::Forbidden`].
+    pub forbidden: u64,
+    /// Calls to [`Room::apply_persisted`] that succeeded.
+    pub applied: u64,
+    /// Connections dropped because their sender refused bytes.
+    pub dropped: u64,
+}
+
+/// One document being edited: the Yjs doc (only ever holding persisted
+/// updates), the awareness of its clients, and the connections to fan out to.
+pub struct Room {
+    state: Mutex<DocState>,
+    conns: Mutex<Conns>,
+    /// A second handle on the doc inside `state`, for reads that need no
+    /// room bookkeeping (see the module docs).
+    doc: Doc,
+    next_conn: AtomicU64,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+/// Locks, shrugging off poisoning: a panic elsewhere (which the guards in
+/// this crate exist to prevent) must not turn every later call on the room
+/// into a panic too.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Room {
+    /// A room from stored state: a snapshot (full v1 update) and/or later
+    /// updates, applied in order.
+    ///
+    /// A part that is not a valid update fails the load. A part that decodes
+    /// but that yrs refuses to integrate (an item whose parent is not a
+    /// shared type) is skipped with a warning, exactly as it was when it was
+    /// first applied live, so a document never becomes unloadable.
+    pub fn new(stored: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Result<Arc<Room>, SyncError> {
+        let doc = Doc::new();
+        {
+            let mut txn = doc.transact_mut();
+            for (i, part) in stored.into_iter().enumerate() {
+                let update =
+                    guard::decode(part.as_ref()).map_err(|e| SyncError::BadUpdate(format!("stored part {i}: {e}")))?;
+                match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(part = i, error = %e, "skipping part of a stored update"),
+                    Err(_) => return Err(SyncError::BadUpdate(format!("stored part {i}: could not be applied"))),
+                }
+            }
+        }
+        let (sv, deleted) = {
+            let txn = doc.transact();
+            (txn.state_vector(), txn.snapshot().delete_set)
+        };
+        let awareness = Awareness::new(doc.clone());
+        Ok(Arc::new(Room {
+            state: Mutex::new(DocState { awareness, sv, deleted }),
+            conns: Mutex::new(Conns::default()),
+            doc,
+            next_conn: AtomicU64::new(1),
+            counters: Counters::default(),
+        }))
+    }
+
+    /// Registers a connection; immediately sends it (through `sender`) sync
+    /// step 1 (the room's state vector) and, if any, the current awareness
+    /// states (one awareness message). Returns the id.
+    pub fn connect(self: &Arc<Self>, sender: Sender) -> ConnId {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let state = lock(&self.state);
+        let step1 = Bytes::from(wire::step1_frame(&state.sv.encode_v1()));
+        let awareness = current_awareness(&state.awareness)
+            .filter(|u| !u.clients.is_empty())
+            .map(|u| Bytes::from(wire::awareness_frame(&wire::write_awareness(&u))));
+        let mut conns = lock(&self.conns);
+        drop(state);
+        conns.map.insert(id, ConnEntry { sender: Some(sender), clients: Vec::new() });
+        self.send_to(&mut conns, id, step1);
+        if let Some(awareness) = awareness {
+            self.send_to(&mut conns, id, awareness);
+        }
+        id
+    }
+
+    /// Handles one binary message from a connection. `can_write` is false
+    /// for `access: r` tokens. Replies (sync step 2, awareness) go out
+    /// through the connection's sender before this returns.
+    pub fn handle(&self, conn: ConnId, msg: &[u8], can_write: bool) -> Result<Outcome, SyncError> {
+        self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_in.fetch_add(msg.len() as u64, Ordering::Relaxed);
+        let frame = wire::read_frame(msg).map_err(|e| SyncError::Malformed(e.0.to_owned()))?;
+        match frame {
+            Frame::SyncStep1(sv) => {
+                let sv = wire::read_state_vector(sv).map_err(|e| SyncError::Malformed(e.0.to_owned()))?;
+                let reply = Bytes::from(wire::step2_frame(&self.diff(&sv)));
+                let mut conns = lock(&self.conns);
+                self.send_to(&mut conns, conn, reply);
+                Ok(Outcome::Done)
+            }
+            Frame::SyncStep2(update) | Frame::SyncUpdate(update) => self.on_update(update, can_write),
+            Frame::Awareness(payload) => {
+                let relay = Bytes::from(wire::awareness_frame(payload));
+                let update = wire::read_awareness(payload).map_err(|e| SyncError::Malformed(e.0.to_owned()))?;
+                self.on_awareness(conn, update, relay);
+                Ok(Outcome::Done)
+            }
+            Frame::QueryAwareness => {
+                let update = current_awareness(&lock(&self.state).awareness)
+                    .unwrap_or(AwarenessUpdate { clients: HashMap::new() });
+                let reply = Bytes::from(wire::awareness_frame(&wire::write_awareness(&update)));
+                let mut conns = lock(&self.conns);
+                self.send_to(&mut conns, conn, reply);
+                Ok(Outcome::Done)
+            }
+            Frame::Other(kind) => {
+                tracing::trace!(kind, "ignoring a message type this server does not speak");
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    fn on_update(&self, bytes: &[u8], can_write: bool) -> Result<Outcome, SyncError> {
+        let update = guard::decode(bytes)?;
+        if !self.is_new(&update) {
+            return Ok(Outcome::Done);
+        }
+        if !can_write {
+            self.counters.forbidden.fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::Forbidden);
+        }
+        if !guard::round_trips(&update) {
+            return Err(SyncError::BadUpdate("update does not survive re-encoding".to_owned()));
+        }
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(Outcome::Persist(bytes.to_vec()))
+    }
+
+    /// Whether `update` would change the doc, without applying it. Also the
+    /// gate before persisting an update from elsewhere (REST): an update
+    /// this accepts with `true` is one the room can apply later.
+    pub fn would_change(&self, update: &[u8]) -> Result<bool, SyncError> {
+        let decoded = guard::decode(update)?;
+        if !self.is_new(&decoded) {
+            return Ok(false);
+        }
+        if !guard::round_trips(&decoded) {
+            return Err(SyncError::BadUpdate("update does not survive re-encoding".to_owned()));
+        }
+        Ok(true)
+    }
+
+    /// An update is new if it inserts a clock range the doc has neither
+    /// integrated (below its state vector) nor parked as pending, or deletes
+    /// a range the doc has neither deleted nor parked in its pending delete
+    /// set (ranges of items not yet integrated count as new). Cost: one pass
+    /// over the update's blocks and delete set, map lookups into the cached
+    /// state vector and delete set, and, only when the doc has pending
+    /// structs and the update reaches past the state vector, one pass over
+    /// those pending structs. The doc is not copied.
+    fn is_new(&self, update: &Update) -> bool {
+        let state = lock(&self.state);
+        let txn = self.doc.transact();
+        let store = txn.store();
+
+        let mut pending_inserts: Option<IdSet> = None;
+        for (client, ranges) in update.insertions(true).iter() {
+            let known = state.sv.get(client);
+            for range in ranges.iter() {
+                if range.end <= known {
+                    continue;
+                }
+                let Some(pending) = store.pending_update() else { return true };
+                let pending = pending_inserts.get_or_insert_with(|| pending.update.insertions(true));
+                let start = range.start.max(known);
+                if !covered(start..range.end, client, &[pending]) {
+                    return true;
+                }
+            }
+        }
+
+        let pending_ds = store.pending_ds().map(normalized);
+        let mut sets = vec![&state.deleted];
+        sets.extend(pending_ds.as_ref());
+        for (client, ranges) in update.delete_set().iter() {
+            for range in ranges.iter() {
+                if !covered(range.clone(), client, &sets) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Applies an update that the server has persisted, and broadcasts what
+    /// it changed (as a sync `update` message, type 0/2) to every connection
+    /// except `origin` (None = to all, e.g. REST writes).
+    ///
+    /// What is broadcast is the effective change (the structs and deletions
+    /// this apply integrated, as Yjs's `update` event reports them), not the
+    /// bytes as received: a reconnecting client's step 2 carries its whole
+    /// delete set, which no peer needs again. An update that only parks
+    /// pending structs broadcasts nothing until its dependencies arrive.
+    pub fn apply_persisted(&self, update: &[u8], origin: Option<ConnId>) -> Result<(), SyncError> {
+        let decoded = guard::decode(update)?;
+        let claimed_deletes = decoded.delete_set().clone();
+        let mut state = lock(&self.state);
+        let DocState { awareness, sv, deleted } = &mut *state;
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = awareness.doc().transact_mut();
+            let result = txn.apply_update(decoded);
+            let new_sv = txn.state_vector();
+            record_deletions(deleted, &txn, &claimed_deletes, &new_sv, result.is_ok());
+            let change = txn.has_changes().then(|| txn.encode_update_v1());
+            drop(txn);
+            (result, new_sv, change)
+        }));
+        let (result, new_sv, change) = match applied {
+            Ok(out) => out,
+            Err(_) => {
+                tracing::error!("applying a persisted update panicked; the room's doc may be incomplete");
+                *sv = self.doc.transact().state_vector();
+                return Err(SyncError::BadUpdate("update could not be applied".to_owned()));
+            }
+        };
+        *sv = new_sv;
+        let mut conns = lock(&self.conns);
+        drop(state);
+        if let Some(change) = change {
+            self.broadcast(&mut conns, &Bytes::from(wire::update_frame(&change)), origin);
+        }
+        drop(conns);
+        match result {
+            Ok(()) => {
+                self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            // Whatever integrated before the error stays (and was broadcast);
+            // reloading replays the same steps, see `Room::new`.
+            Err(e) => Err(SyncError::BadUpdate(e.to_string())),
+        }
+    }
+
+    fn on_awareness(&self, conn: ConnId, update: AwarenessUpdate, relay: Bytes) {
+        let mut state = lock(&self.state);
+        let summary = match state.awareness.apply_update_summary(update) {
+            Ok(Some(summary)) => summary,
+            // Nothing newer than what the room has: like the reference
+            // server, relay nothing.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "awareness update not applied");
+                return;
+            }
+        };
+        let mut conns = lock(&self.conns);
+        drop(state);
+        let claimed: Vec<u64> = summary.added.iter().chain(&summary.updated).map(ClientID::get).collect();
+        claim_clients(&mut conns.map, conn, &claimed);
+        if let Some(entry) = conns.map.get_mut(&conn) {
+            entry.clients.retain(|c| !summary.removed.iter().any(|r| r.get() == *c));
+        }
+        // The update as received: stock providers only send their own
+        // client's entry, and relaying it needs no re-encoding.
+        self.broadcast(&mut conns, &relay, None);
+    }
+
+    /// Removes a connection: its awareness client ids are removed from the
+    /// room's Awareness and that removal is broadcast to the remaining
+    /// connections. Unknown ids are ignored.
+    pub fn disconnect(&self, conn: ConnId) {
+        let mut state = lock(&self.state);
+        let mut conns = lock(&self.conns);
+        let Some(entry) = conns.map.remove(&conn) else { return };
+        conns.dropped.retain(|c| *c != conn);
+        if entry.clients.is_empty() {
+            return;
+        }
+        let mut current = AwarenessUpdate { clients: HashMap::new() };
+        for id in &entry.clients {
+            if let Ok(one) = state.awareness.update_with_clients([ClientID::new(*id)]) {
+                current.clients.extend(one.clients);
+            }
+        }
+        // What y-protocols' `removeAwarenessStates` emits: each client at its
+        // current clock with a `null` state. Peers drop a state whose clock
+        // equals theirs when it arrives as null; not bumping the clock means
+        // the client's own next renewal (clock + 1) is accepted at once if
+        // it is in fact still online through another connection.
+        let clients: HashMap<ClientID, AwarenessUpdateEntry> = current
+            .clients
+            .into_iter()
+            .filter(|(_, e)| &*e.json != "null")
+            .map(|(id, e)| (id, AwarenessUpdateEntry { clock: e.clock, json: Arc::from("null") }))
+            .collect();
+        if clients.is_empty() {
+            return;
+        }
+        let removal = AwarenessUpdate { clients };
+        let frame = Bytes::from(wire::awareness_frame(&wire::write_awareness(&removal)));
+        if let Err(e) = state.awareness.apply_update(removal) {
+            tracing::debug!(error = %e, "awareness removal not applied");
+        }
+        drop(state);
+        self.broadcast(&mut conns, &frame, None);
+    }
+
+    /// Connections whose sender returned false since the last call (to be
+    /// closed by the server, which then calls [`Room::disconnect`]).
+    pub fn take_dropped(&self) -> Vec<ConnId> {
+        std::mem::take(&mut lock(&self.conns).dropped)
+    }
+
+    /// Registered connections, including slow ones not yet disconnected.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.conns).map.len()
+    }
+
+    /// Full state as a Yjs v1 update (for REST GET and compaction
+    /// snapshots), pending structs included.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.diff(&StateVector::default())
+    }
+
+    /// The counters of this room.
+    pub fn stats(&self) -> RoomStats {
+        let c = &self.counters;
+        RoomStats {
+            connections: self.connection_count(),
+            messages_in: c.messages_in.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            messages_out: c.messages_out.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            forbidden: c.forbidden.load(Ordering::Relaxed),
+            applied: c.applied.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Everything the doc has beyond `sv`, pending structs and the whole
+    /// delete set included (what Yjs's `encodeStateAsUpdate` gives).
+    fn diff(&self, sv: &StateVector) -> Vec<u8> {
+        let txn = self.doc.transact();
+        // yrs merges pending structs in with an `unwrap`; updates are checked
+        // to round-trip before they are persisted, so this should not fail,
+        // but if it does, serve the integrated state rather than panic.
+        match catch_unwind(AssertUnwindSafe(|| txn.encode_state_as_update_v1(sv))) {
+            Ok(update) => update,
+            Err(_) => {
+                tracing::error!("encoding the doc with its pending structs panicked; serving it without them");
+                txn.encode_diff_v1(sv)
+            }
+        }
+    }
+
+    fn send_to(&self, conns: &mut Conns, conn: ConnId, msg: Bytes) {
+        let Conns { map, dropped } = conns;
+        if let Some(entry) = map.get_mut(&conn) {
+            self.deliver(conn, entry, dropped, msg);
+        }
+    }
+
+    fn broadcast(&self, conns: &mut Conns, msg: &Bytes, except: Option<ConnId>) {
+        let Conns { map, dropped } = conns;
+        for (id, entry) in map.iter_mut() {
+            if Some(*id) != except {
+                self.deliver(*id, entry, dropped, msg.clone());
+            }
+        }
+    }
+
+    fn deliver(&self, id: ConnId, entry: &mut ConnEntry, dropped: &mut Vec<ConnId>, msg: Bytes) {
+        let Some(sender) = &entry.sender else { return };
+        let len = msg.len() as u64;
+        if sender(msg) {
+            self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
+        } else {
+            entry.sender = None;
+            dropped.push(id);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// All live awareness states, or None if yrs cannot list them.
+fn current_awareness(awareness: &Awareness) -> Option<AwarenessUpdate> {
+    match awareness.update() {
+        Ok(update) => Some(update),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not list awareness states");
+            None
+        }
+    }
+}
+
+/// Records `claimed` as introduced by `conn`. A client id moves to the
+/// connection that last announced it: a provider that reconnects keeps its
+/// client id, and when the server notices the old socket is gone later, its
+/// disconnect must not remove the state the new connection now carries.
+fn claim_clients(map: &mut HashMap<ConnId, ConnEntry>, conn: ConnId, claimed: &[u64]) {
+    let Some(entry) = map.get_mut(&conn) else { return };
+    let fresh: Vec<u64> = claimed.iter().copied().filter(|c| !entry.clients.contains(c)).collect();
+    if fresh.is_empty() {
+        return;
+    }
+    entry.clients.extend_from_slice(&fresh);
+    for (id, other) in map.iter_mut() {
+        if *id != conn {
+            other.clients.retain(|c| !fresh.contains(c));
+        }
+    }
+}
+
+/// Whether every clock of `range` for `client` lies in one of `sets`.
+fn covered(range: std::ops::Range<u32>, client: &ClientID, sets: &[&IdSet]) -> bool {
+    if range.start >= range.end {
+        return true;
+    }
+    let mut rest = IdSet::new();
+    rest.insert(ID::new(*client, range.start), range.end - range.start);
+    for set in sets {
+        rest.diff_with(set);
+    }
+    rest.is_empty()
+}
+
+/// `set` with its ranges sorted and coalesced. yrs keeps decoded delete sets
+/// as they came (in any order), and subtracting an unsorted set can leave
+/// parts of a range in place.
+fn normalized(set: &IdSet) -> IdSet {
+    let mut out = IdSet::new();
+    for (client, ranges) in set.iter() {
+        for range in ranges.iter() {
+            out.insert(ID::new(*client, range.start), range.end.saturating_sub(range.start));
+        }
+    }
+    out
+}
+
+/// Extends the room's delete set after `txn` applied an update (see
+/// [`DocState::deleted`]).
+fn record_deletions(deleted: &mut IdSet, txn: &TransactionMut<'_>, claimed: &IdSet, sv: &StateVector, applied: bool) {
+    deleted.merge_with(txn.delete_set().clone());
+    if !applied {
+        // The update stopped half way: its delete set may not have run.
+        return;
+    }
+    let mut done = IdSet::new();
+    for (client, ranges) in claimed.iter() {
+        let limit = sv.get(client);
+        for range in ranges.iter() {
+            let end = range.end.min(limit);
+            if range.start < end {
+                done.insert(ID::new(*client, range.start), end - range.start);
+            }
+        }
+    }
+    if done.is_empty() {
+        return;
+    }
+    if let Some(pending) = txn.store().pending_ds() {
+        done.diff_with(&normalized(pending));
+    }
+    deleted.merge_with(done);
+}
