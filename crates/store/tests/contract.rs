@@ -215,8 +215,7 @@ macro_rules! engine_tests {
     };
 }
 
-/// Every contract test, by name; `every_contract_test_is_wired` keeps this
-/// list and `store::contract::ALL` in step.
+/// Expands every contract test for each engine, from the suite's own list.
 macro_rules! per_engine {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -233,54 +232,10 @@ macro_rules! per_engine {
     };
 }
 
-per_engine![
-    setup_runs_once,
-    setup_refused_when_users_exist,
-    setup_concurrent_exactly_one,
-    ping,
-    users_and_email_taken,
-    sessions_expire_and_delete,
-    sessions_by_refresh_family,
-    tenants_and_memberships,
-    create_tenant_is_atomic,
-    signing_key_rotation,
-    signing_key_revocation,
-    signing_key_one_active_under_concurrency,
-    signing_key_revoke_replaces_only_active,
-    signing_key_rewrap_and_list_all,
-    apps_crud_and_tenant_scoping,
-    one_free_app_per_tenant,
-    one_free_app_under_concurrency,
-    create_app_with_initial_invoice,
-    change_app_plan_stores_invoice,
-    change_app_plan_compare_and_set,
-    list_apps_pages,
-    list_invoices_pages,
-    refresh_rotation_and_reuse,
-    refresh_expired_revoked_unknown_are_invalid,
-    refresh_rotation_under_concurrency,
-    deny_list_expires,
-    purge_expired_removes_only_expired,
-    audit_is_newest_first,
-    delete_app_cascades,
-    docs_append_and_load_in_order,
-    docs_never_written_are_absent,
-    docs_batch_is_atomic,
-    docs_compact_keeps_later_entries,
-    docs_compact_refusals,
-    docs_size_and_times_are_maintained,
-    docs_list_pages_by_name_bytes,
-    docs_delete_and_count,
-    docs_are_named_per_app,
-    docs_deleted_with_their_app,
-    docs_concurrent_appends_get_distinct_seqs,
-    docs_load_is_consistent_under_compaction,
-    docs_log_stats,
-    docs_large_batch_across_docs,
-];
+store::for_each_contract_test!(per_engine);
 
 #[test]
 fn every_contract_test_is_wired() {
     let suite: Vec<&str> = store::contract::ALL.iter().map(|(name, _)| *name).collect();
-    assert_eq!(WIRED, suite.as_slice(), "list each store::contract test in per_engine! above");
+    assert_eq!(WIRED, suite.as_slice(), "per_engine! and store::contract::ALL come from one list");
 }

@@ -87,6 +87,8 @@ struct Write {
     update: Vec<u8>,
     origin: Option<ConnId>,
     ack: Option<oneshot::Sender<Result<(), ()>>>,
+    /// When the write arrived: fan-out latency is measured from here.
+    queued: Instant,
 }
 
 pub struct Docs {
@@ -176,7 +178,7 @@ impl Docs {
             (None, None)
         };
         slot.slot.pending.fetch_add(1, Ordering::AcqRel);
-        let w = Write { slot: slot.slot.clone(), room: slot.room.clone(), update, origin, ack };
+        let w = Write { slot: slot.slot.clone(), room: slot.room.clone(), update, origin, ack, queued: Instant::now() };
         if self.queue.send(w).await.is_err() {
             slot.slot.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::internal("the persister has stopped"));
@@ -274,6 +276,8 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
         Ok(Err(e)) => tracing::error!(error = %e, doc = ?slot.key, "a persisted update did not apply"),
         Err(_) => tracing::error!(doc = ?slot.key, "applying an update panicked; the room keeps its previous state"),
     }
+    // Receipt → persisted → broadcast to every other client of the document.
+    metrics::histogram!("wiresocket_fanout_seconds").record(w.queued.elapsed().as_secs_f64());
     slot.applied_seq.fetch_max(seq, Ordering::AcqRel);
     slot.pending.fetch_sub(1, Ordering::AcqRel);
     let updates = slot.log_updates.fetch_add(1, Ordering::Relaxed) + 1;

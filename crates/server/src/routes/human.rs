@@ -87,16 +87,7 @@ pub async fn setup(
     state.keys.install_signer(tenant.id, signer);
     let actor = Actor::user_id(user.id, &ip);
     state.audit(None, &actor, AuditAction::SetupCompleted, Some(("user", user.id.to_string())), json!({})).await;
-    state
-        .audit(
-            Some(tenant.id),
-            &actor,
-            AuditAction::TenantCreated,
-            Some(("tenant", tenant.id.to_string())),
-            json!({"name": tenant.name}),
-        )
-        .await;
-    state.audit(Some(tenant.id), &actor, AuditAction::KeyCreated, Some(("key", key.kid.clone())), json!({})).await;
+    crate::routes::tenants::record_tenant_created(&state, &actor, &tenant, &key.kid).await;
     Ok((StatusCode::CREATED, Json(SetupResponse { user_id: user.id, tenant_id: tenant.id })))
 }
 

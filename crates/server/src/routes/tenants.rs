@@ -57,18 +57,15 @@ pub async fn create_tenant(
     let (key, signer) = state.keys.new_key(tenant.id, now).await?;
     state.store.create_tenant(&tenant, session.user.id, Role::SuperAdmin.as_str(), &key).await?;
     state.keys.install_signer(tenant.id, signer);
-    let actor = Actor::user(&session, &ip);
-    state
-        .audit(
-            Some(tenant.id),
-            &actor,
-            AuditAction::TenantCreated,
-            Some(("tenant", tenant.id.to_string())),
-            json!({"name": tenant.name}),
-        )
-        .await;
-    state.audit(Some(tenant.id), &actor, AuditAction::KeyCreated, Some(("key", key.kid.clone())), json!({})).await;
+    record_tenant_created(&state, &Actor::user(&session, &ip), &tenant, &key.kid).await;
     Ok((StatusCode::CREATED, Json(tenant.into())))
+}
+
+/// The audit entries of a new tenant: the tenant and its first signing key.
+pub async fn record_tenant_created(state: &AppState, actor: &Actor, tenant: &TenantRecord, kid: &str) {
+    let target = Some(("tenant", tenant.id.to_string()));
+    state.audit(Some(tenant.id), actor, AuditAction::TenantCreated, target, json!({"name": tenant.name})).await;
+    state.audit(Some(tenant.id), actor, AuditAction::KeyCreated, Some(("key", kid.to_owned())), json!({})).await;
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tid}", tag = "tenants", security(("session" = [])),

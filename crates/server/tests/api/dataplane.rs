@@ -440,3 +440,26 @@ async fn what_a_client_has_seen_survives_a_restart() {
     c.sync().await;
     assert_eq!(c.text(), seen);
 }
+
+#[tokio::test]
+async fn data_plane_metrics_are_exported() {
+    let f = fixture("starter", &[]).await;
+    let mut a = f.join("m", &f.m2m).await;
+    let mut b = f.join("m", &f.m2m).await;
+    a.insert("metrics").await;
+    assert!(b.wait_for(|c| c.text() == "metrics", T).await);
+    let _ = crate::yclient::connect(&f.app.url, "m", "garbage", None).await;
+    let text = f.app.get("/metrics").send().await.unwrap().text().await.unwrap();
+    for name in [
+        "wiresocket_connections_open",
+        "wiresocket_messages_in_total",
+        "wiresocket_messages_out_total",
+        "wiresocket_bytes_in_total",
+        "wiresocket_bytes_out_total",
+        "wiresocket_fanout_seconds_bucket",
+        "wiresocket_persist_batch_seconds_bucket",
+        "wiresocket_sync_refusals_total{reason=\"bad_token\"}",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+}
