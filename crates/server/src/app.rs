@@ -77,7 +77,7 @@ impl Application {
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(config.listen, e))?;
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let metrics = crate::observe::recorder().map_err(StartupError::Other)?;
-        let docs = crate::dataplane::docs::Docs::start(store.clone(), clock.clone());
+        let docs = crate::dataplane::docs::Docs::start(store.clone(), clock.clone(), config.doc_idle_unload);
         let state = AppState::new(Inner {
             node_id: config.node_id.clone(),
             docs,

@@ -119,6 +119,8 @@ pub struct Config {
     pub password_policy: PasswordPolicy,
     pub max_message_bytes: usize,
     pub node_id: String,
+    /// How long a document stays in memory after its last connection left.
+    pub doc_idle_unload: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -229,6 +231,7 @@ impl Config {
             password_policy: PasswordPolicy::recommended(),
             max_message_bytes,
             node_id,
+            doc_idle_unload: Duration::from_secs(30),
         })
     }
 

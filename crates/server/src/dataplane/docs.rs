@@ -21,7 +21,7 @@ const COMPACT_AFTER_UPDATES: u64 = 500;
 const COMPACT_AFTER_BYTES: u64 = 8 * 1024 * 1024;
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Unload a room this long after its last connection left.
+/// By default, unload a room this long after its last connection left.
 pub const IDLE_UNLOAD: Duration = Duration::from_secs(30);
 
 /// A document's place in memory. `refs` counts connections (and REST calls)
@@ -107,11 +107,11 @@ pub struct DocMetrics {
 
 impl Docs {
     /// Starts the persister and the idle sweeper; they stop when `Docs` is dropped.
-    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn domain::clock::Clock>) -> Arc<Self> {
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn domain::clock::Clock>, idle_unload: Duration) -> Arc<Self> {
         let (queue, rx) = mpsc::channel(8192);
         let docs = Arc::new(Self { store, slots: DashMap::new(), queue, clock, metrics: DocMetrics::default() });
         tokio::spawn(persister(Arc::downgrade(&docs), rx));
-        tokio::spawn(sweeper(Arc::downgrade(&docs)));
+        tokio::spawn(sweeper(Arc::downgrade(&docs), idle_unload));
         docs
     }
 
@@ -292,9 +292,9 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     }
 }
 
-/// Unloads rooms nobody has used for [`IDLE_UNLOAD`].
-async fn sweeper(docs: std::sync::Weak<Docs>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+/// Unloads rooms nobody has used for `idle_unload`.
+async fn sweeper(docs: std::sync::Weak<Docs>, idle_unload: Duration) {
+    let mut tick = tokio::time::interval((idle_unload / 2).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     loop {
         tick.tick().await;
         let Some(docs) = docs.upgrade() else { return };
@@ -304,7 +304,7 @@ async fn sweeper(docs: std::sync::Weak<Docs>) {
                 .idle_since
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|t| now.duration_since(t) >= IDLE_UNLOAD);
+                .is_some_and(|t| now.duration_since(t) >= idle_unload);
             let busy = slot.refs.load(Ordering::Acquire) > 0
                 || slot.pending.load(Ordering::Acquire) > 0
                 || slot.compacting.load(Ordering::Acquire);

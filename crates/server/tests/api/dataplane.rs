@@ -463,3 +463,59 @@ async fn data_plane_metrics_are_exported() {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
 }
+
+#[tokio::test]
+async fn idle_documents_unload_and_reload_from_the_store() {
+    let dir = temp_dir();
+    let mut config = test_config(&dir);
+    config.doc_idle_unload = Duration::from_millis(500);
+    let app = spawn_with(config).await;
+    let owner = app.setup().await;
+    let creds = app.create_app(&owner, "starter", &[]).await;
+    let m2m = app.m2m_token(&creds).await;
+    let mut a = connect(&app.url, "idle", &m2m, None).await.unwrap();
+    a.sync().await;
+    a.insert("kept").await;
+    let mut b = connect(&app.url, "idle", &m2m, None).await.unwrap();
+    b.sync().await;
+    assert!(b.wait_for(|c| c.text() == "kept", T).await);
+    assert_eq!(app.state.docs.loaded_count(), 1);
+    a.close().await;
+    b.close().await;
+    let mut unloaded = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if app.state.docs.loaded_count() == 0 {
+            unloaded = true;
+            break;
+        }
+    }
+    assert!(unloaded, "an idle document is unloaded");
+    let mut c = connect(&app.url, "idle", &m2m, None).await.unwrap();
+    c.sync().await;
+    assert_eq!(c.text(), "kept", "and loads again from the store");
+}
+
+#[tokio::test]
+async fn long_logs_are_compacted_in_the_background() {
+    let f = fixture("starter", &[]).await;
+    let mut a = f.join("long", &f.m2m).await;
+    for i in 0..600 {
+        a.insert(&format!("{i},")).await;
+    }
+    let mut b = f.join("long", &f.m2m).await;
+    assert!(b.wait_for(|c| c.text().ends_with("599,"), Duration::from_secs(20)).await);
+    let key = store::DocKey { app_id: domain::ids::AppId::parse(&f.creds.id).unwrap(), name: "long".into() };
+    let mut stats = (0, 0);
+    for _ in 0..50 {
+        stats = f.app.state.store.doc_log_stats(&key).await.unwrap();
+        if stats.0 < 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stats.0 < 500, "log entries after compaction: {stats:?}");
+    let state = f.app.state.store.load_doc(&key).await.unwrap().unwrap();
+    assert!(state.snapshot.is_some());
+    assert_eq!(text_of(&f.rest_state("long").await.bytes().await.unwrap()), b.text());
+}
