@@ -17,6 +17,8 @@ pub struct TestApp {
     pub client: Client,
     pub clock: Arc<ManualClock>,
     pub data_dir: PathBuf,
+    /// The data dir this app owns (removed with it), when `spawn_app` made it.
+    pub owned_dir: Option<TempDir>,
     pub state: server::state::AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -32,10 +34,26 @@ fn init_tracing() {
     });
 }
 
-pub fn temp_dir() -> PathBuf {
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir() -> TempDir {
     let dir = std::env::temp_dir().join(format!("wiresocket-test-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 pub fn test_config(data_dir: &std::path::Path) -> Config {
@@ -46,7 +64,10 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_with(test_config(&temp_dir())).await
+    let dir = temp_dir();
+    let mut app = spawn_with(test_config(&dir)).await;
+    app.owned_dir = Some(dir);
+    app
 }
 
 pub async fn spawn_with(config: Config) -> TestApp {
@@ -69,6 +90,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
         client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         clock,
         data_dir,
+        owned_dir: None,
         state,
         shutdown: Some(tx),
         handle: Some(handle),

@@ -10,7 +10,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test]
 async fn no_secret_is_stored_in_the_clear() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     let owner = app.setup().await;
     let creds = app.create_app(&owner, "starter", &[]).await;
     let tokens = app.client_credentials(&creds).await;
@@ -40,6 +40,8 @@ async fn no_secret_is_stored_in_the_clear() {
     let tid = domain::ids::TenantId::parse(&owner.tenant_id).unwrap();
     let der = app.state.keys.signer(tid).await.unwrap().to_pkcs8().unwrap();
     let state = app.state.clone();
+    // Keep the data dir past the server's shutdown: it is what we scan.
+    let _keep = app.owned_dir.take();
     let data_dir = app.data_dir.clone();
     app.stop().await;
     drop(state);
