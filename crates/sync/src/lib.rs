@@ -4,11 +4,13 @@
 //!
 //! # Layout
 //! - [`room`]: [`Room`], one document with its awareness and connections:
-//!   handshake, message handling, write classification, fan-out.
+//!   handshake, message handling, write classification, fan-out, counters
+//!   ([`RoomStats`]); its lock order and what happens if yrs panics.
 //! - `wire`: the y-protocols framing (sync, awareness, query awareness) and
 //!   strict lib0 readers for state vectors and awareness updates.
 //! - `guard`: structural checks run on every Yjs update before yrs decodes
-//!   it, for inputs that make yrs 0.28.1 panic or abort.
+//!   it, for inputs that make yrs 0.28.1 panic or abort (each one listed
+//!   there, found by fuzzing).
 //!
 //! # Durability
 //! An update is persisted before any other client receives it, so a room's
@@ -16,7 +18,8 @@
 //! write: it answers [`Outcome::Persist`], the server appends the bytes to
 //! its store, then calls [`Room::apply_persisted`], which applies and
 //! broadcasts. A client that connects in between is served persisted state
-//! only.
+//! only. Compaction snapshots come from [`Room::try_encode_state`], which
+//! fails rather than return a partial state.
 //!
 //! # Protocol
 //! What stock `y-websocket` providers speak (message 0 sync: step 1, step 2,

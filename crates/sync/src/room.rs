@@ -1,32 +1,39 @@
 //! A room: one document, its awareness, and the connections editing it.
 //!
 //! # Locks
-//! Two mutexes, always taken in this order and never the reverse:
+//! Three mutexes, always taken in this order and never the reverse:
 //!
-//! 1. `state` ([`DocState`]: the Awareness, which owns the Doc, plus what the
-//!    room knows about it: state vector and delete set). Held to classify or
-//!    apply an update and to apply awareness changes.
-//! 2. `conns` (the fan-out table). Senders are called under it; they are
+//! 1. `core` ([`DocCore`]: the Doc and what the room knows about it, its
+//!    state vector and delete set). Every touch of the Doc happens under
+//!    it: classifying, applying, encoding.
+//! 2. `awareness` (the room's one `Awareness`). Separate from the doc, so
+//!    cursor traffic never waits behind a large step 2 or apply.
+//! 3. `conns` (the fan-out table). Senders are called under it; they are
 //!    non-blocking (`try_send` into a bounded channel) and must never call
 //!    back into the room.
 //!
-//! A broadcast takes `conns` *before* releasing `state` (hand over hand), so
-//! every connection sees updates and awareness changes in the order they
-//! were applied, while the doc lock is not held during the fan-out.
-//!
-//! Reads of the document that need no room bookkeeping (sync step 2 replies,
-//! [`Room::encode_state`]) use a second handle on the same `Doc` and take
-//! only yrs's own read lock, so they run concurrently with each other and
-//! never wait on `state`. Writers hold `state` while they wait for yrs's
-//! write lock; readers of that second handle never take `state`, so there is
-//! no cycle.
+//! A broadcast takes `conns` *before* releasing the lock it applied under
+//! (hand over hand), so every connection sees updates, and awareness
+//! changes, in the order they were applied, while neither the doc nor the
+//! awareness lock is held during the fan-out.
 //!
 //! std mutexes rather than async ones: nothing here awaits, and every
-//! critical section is short and bounded by the size of one message.
+//! critical section is bounded by the size of one message (or, for
+//! [`Room::encode_state`], of the doc).
+//!
+//! # Damage
+//! yrs is not panic-safe: a panic half way through integrating an update can
+//! leave its block store with dangling pointers, and touching it again may
+//! crash the process (fuzzing produced exactly that). The crate's `guard`
+//! module refuses every input known to make yrs panic, but if an apply
+//! panics anyway the room marks itself damaged and never touches its doc
+//! again (nor frees it): doc operations fail, awareness keeps working, and
+//! the server should reload the room from its store ([`Room::is_damaged`]),
+//! where [`Room::new`] leaves out the update whose integration panics.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -38,9 +45,9 @@ use yrs::{ClientID, Doc, ID, IdSet, ReadTxn, StateVector, Transact, TransactionM
 use crate::wire::{self, Frame};
 use crate::{ConnId, Outcome, Sender, SyncError, guard};
 
-/// What a room knows about its document, guarded by one mutex.
-struct DocState {
-    awareness: Awareness,
+/// The document and what the room knows about it, guarded by one mutex.
+struct DocCore {
+    doc: Doc,
     /// The doc's state vector, refreshed after every apply, so classifying
     /// an update does not rebuild it (it has an entry per client that ever
     /// edited the doc).
@@ -110,18 +117,27 @@ pub struct RoomStats {
 /// One document being edited: the Yjs doc (only ever holding persisted
 /// updates), the awareness of its clients, and the connections to fan out to.
 pub struct Room {
-    state: Mutex<DocState>,
+    core: Mutex<DocCore>,
+    awareness: Mutex<Awareness>,
     conns: Mutex<Conns>,
-    /// A second handle on the doc inside `state`, for reads that need no
-    /// room bookkeeping (see the module docs).
-    doc: Doc,
+    damaged: AtomicBool,
     next_conn: AtomicU64,
     counters: Counters,
 }
 
 impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Room").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("Room").field("damaged", &self.is_damaged()).field("stats", &self.stats()).finish()
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        if self.is_damaged() {
+            // Freeing a store that yrs left half-built could crash: leak it
+            // (one doc, once, instead of the process).
+            std::mem::forget(lock(&self.core).doc.clone());
+        }
     }
 }
 
@@ -132,37 +148,80 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Room {
-    /// A room from stored state: a snapshot (full v1 update) and/or later
-    /// updates, applied in order.
-    ///
-    /// A part that is not a valid update fails the load. A part that decodes
-    /// but that yrs refuses to integrate (an item whose parent is not a
-    /// shared type) is skipped with a warning, exactly as it was when it was
-    /// first applied live, so a document never becomes unloadable.
-    pub fn new(stored: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Result<Arc<Room>, SyncError> {
-        let doc = Doc::new();
-        {
-            let mut txn = doc.transact_mut();
-            for (i, part) in stored.into_iter().enumerate() {
-                let update =
-                    guard::decode(part.as_ref()).map_err(|e| SyncError::BadUpdate(format!("stored part {i}: {e}")))?;
-                match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(part = i, error = %e, "skipping part of a stored update"),
-                    Err(_) => return Err(SyncError::BadUpdate(format!("stored part {i}: could not be applied"))),
-                }
+fn damaged() -> SyncError {
+    SyncError::BadUpdate("the document must be reloaded".to_owned())
+}
+
+/// How loading the stored parts went.
+enum Load {
+    Done(Doc),
+    /// Integrating this part panicked; the doc it was applied to is leaked.
+    Panicked(usize),
+}
+
+/// Applies `parts` (but those in `skip`) to a fresh doc, one transaction
+/// each, exactly as they were applied live.
+fn load<P: AsRef<[u8]>>(parts: &[P], skip: &[usize]) -> Result<Load, SyncError> {
+    let doc = Doc::new();
+    for (i, part) in parts.iter().enumerate() {
+        if skip.contains(&i) {
+            continue;
+        }
+        let update = guard::decode(part.as_ref()).map_err(|e| SyncError::BadUpdate(format!("stored part {i}: {e}")))?;
+        let mut txn = doc.transact_mut();
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let result = txn.apply_update(update);
+            txn.commit();
+            result
+        }));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(part = i, error = %e, "a stored update did not fully integrate"),
+            Err(_) => {
+                // See "Damage" in the module docs: never touch or free it.
+                std::mem::forget(txn);
+                std::mem::forget(doc);
+                return Ok(Load::Panicked(i));
             }
         }
+    }
+    Ok(Load::Done(doc))
+}
+
+impl Room {
+    /// A room from stored state: a snapshot (full v1 update) and/or later
+    /// updates, applied in order, each in its own transaction as when it was
+    /// applied live.
+    ///
+    /// A part that is not a valid update fails the load (the store only
+    /// holds updates this crate accepted, so that means corruption). A part
+    /// that yrs does not fully integrate (an item whose parent is not a
+    /// shared type) is logged and kept as far as it went, as it was live. A
+    /// part whose integration panics is left out: the load starts over
+    /// without it, so a document never becomes unloadable.
+    pub fn new(stored: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Result<Arc<Room>, SyncError> {
+        let parts: Vec<_> = stored.into_iter().collect();
+        let mut skip = Vec::new();
+        let doc = loop {
+            match load(&parts, &skip)? {
+                Load::Done(doc) => break doc,
+                Load::Panicked(i) => {
+                    tracing::error!(part = i, "integrating a stored update panicked; loading without it");
+                    skip.push(i);
+                }
+            }
+        };
         let (sv, deleted) = {
             let txn = doc.transact();
             (txn.state_vector(), txn.snapshot().delete_set)
         };
+        // The awareness never reads the doc; it only needs one to exist.
         let awareness = Awareness::new(doc.clone());
         Ok(Arc::new(Room {
-            state: Mutex::new(DocState { awareness, sv, deleted }),
+            core: Mutex::new(DocCore { doc, sv, deleted }),
+            awareness: Mutex::new(awareness),
             conns: Mutex::new(Conns::default()),
-            doc,
+            damaged: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             counters: Counters::default(),
         }))
@@ -173,17 +232,19 @@ impl Room {
     /// states (one awareness message). Returns the id.
     pub fn connect(self: &Arc<Self>, sender: Sender) -> ConnId {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let state = lock(&self.state);
-        let step1 = Bytes::from(wire::step1_frame(&state.sv.encode_v1()));
-        let awareness = current_awareness(&state.awareness)
+        let step1 = Bytes::from(wire::step1_frame(&lock(&self.core).sv.encode_v1()));
+        // Hand over hand from the awareness to the fan-out table: no change
+        // can slip between the states sent here and the registration.
+        let awareness = lock(&self.awareness);
+        let states = current_awareness(&awareness)
             .filter(|u| !u.clients.is_empty())
             .map(|u| Bytes::from(wire::awareness_frame(&wire::write_awareness(&u))));
         let mut conns = lock(&self.conns);
-        drop(state);
+        drop(awareness);
         conns.map.insert(id, ConnEntry { sender: Some(sender), clients: Vec::new() });
         self.send_to(&mut conns, id, step1);
-        if let Some(awareness) = awareness {
-            self.send_to(&mut conns, id, awareness);
+        if let Some(states) = states {
+            self.send_to(&mut conns, id, states);
         }
         id
     }
@@ -198,21 +259,24 @@ impl Room {
         match frame {
             Frame::SyncStep1(sv) => {
                 let sv = wire::read_state_vector(sv).map_err(|e| SyncError::Malformed(e.0.to_owned()))?;
-                let reply = Bytes::from(wire::step2_frame(&self.diff(&sv)));
+                if !self.is_live(conn) {
+                    // Disconnected or dropped as too slow: spare the diff.
+                    return Ok(Outcome::Done);
+                }
+                let diff = self.diff(&sv, true)?;
                 let mut conns = lock(&self.conns);
-                self.send_to(&mut conns, conn, reply);
+                self.send_to(&mut conns, conn, Bytes::from(wire::step2_frame(&diff)));
                 Ok(Outcome::Done)
             }
             Frame::SyncStep2(update) | Frame::SyncUpdate(update) => self.on_update(update, can_write),
             Frame::Awareness(payload) => {
-                let relay = Bytes::from(wire::awareness_frame(payload));
                 let update = wire::read_awareness(payload).map_err(|e| SyncError::Malformed(e.0.to_owned()))?;
-                self.on_awareness(conn, update, relay);
+                self.on_awareness(conn, update, Bytes::from(wire::awareness_frame(payload)));
                 Ok(Outcome::Done)
             }
             Frame::QueryAwareness => {
-                let update = current_awareness(&lock(&self.state).awareness)
-                    .unwrap_or(AwarenessUpdate { clients: HashMap::new() });
+                let update =
+                    current_awareness(&lock(&self.awareness)).unwrap_or(AwarenessUpdate { clients: HashMap::new() });
                 let reply = Bytes::from(wire::awareness_frame(&wire::write_awareness(&update)));
                 let mut conns = lock(&self.conns);
                 self.send_to(&mut conns, conn, reply);
@@ -226,75 +290,36 @@ impl Room {
     }
 
     fn on_update(&self, bytes: &[u8], can_write: bool) -> Result<Outcome, SyncError> {
-        let update = guard::decode(bytes)?;
-        if !self.is_new(&update) {
-            return Ok(Outcome::Done);
-        }
+        let Some(update) = self.new_update(bytes)? else { return Ok(Outcome::Done) };
         if !can_write {
             self.counters.forbidden.fetch_add(1, Ordering::Relaxed);
             return Ok(Outcome::Forbidden);
         }
-        if !guard::round_trips(&update) {
-            return Err(SyncError::BadUpdate("update does not survive re-encoding".to_owned()));
-        }
+        guard::ensure_persistable(&update)?;
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(Outcome::Persist(bytes.to_vec()))
     }
 
     /// Whether `update` would change the doc, without applying it. Also the
     /// gate before persisting an update from elsewhere (REST): an update
-    /// this accepts with `true` is one the room can apply later.
+    /// this answers `true` for is one the room can apply later.
     pub fn would_change(&self, update: &[u8]) -> Result<bool, SyncError> {
-        let decoded = guard::decode(update)?;
-        if !self.is_new(&decoded) {
-            return Ok(false);
-        }
-        if !guard::round_trips(&decoded) {
-            return Err(SyncError::BadUpdate("update does not survive re-encoding".to_owned()));
-        }
+        let Some(update) = self.new_update(update)? else { return Ok(false) };
+        guard::ensure_persistable(&update)?;
         Ok(true)
     }
 
-    /// An update is new if it inserts a clock range the doc has neither
-    /// integrated (below its state vector) nor parked as pending, or deletes
-    /// a range the doc has neither deleted nor parked in its pending delete
-    /// set (ranges of items not yet integrated count as new). Cost: one pass
-    /// over the update's blocks and delete set, map lookups into the cached
-    /// state vector and delete set, and, only when the doc has pending
-    /// structs and the update reaches past the state vector, one pass over
-    /// those pending structs. The doc is not copied.
-    fn is_new(&self, update: &Update) -> bool {
-        let state = lock(&self.state);
-        let txn = self.doc.transact();
-        let store = txn.store();
-
-        let mut pending_inserts: Option<IdSet> = None;
-        for (client, ranges) in update.insertions(true).iter() {
-            let known = state.sv.get(client);
-            for range in ranges.iter() {
-                if range.end <= known {
-                    continue;
-                }
-                let Some(pending) = store.pending_update() else { return true };
-                let pending = pending_inserts.get_or_insert_with(|| pending.update.insertions(true));
-                let start = range.start.max(known);
-                if !covered(start..range.end, client, &[pending]) {
-                    return true;
-                }
-            }
+    /// Decodes `bytes`; `None` if they add nothing to the doc.
+    fn new_update(&self, bytes: &[u8]) -> Result<Option<Update>, SyncError> {
+        let update = guard::decode(bytes)?;
+        let core = lock(&self.core);
+        if self.is_damaged() {
+            return Err(damaged());
         }
-
-        let pending_ds = store.pending_ds().map(normalized);
-        let mut sets = vec![&state.deleted];
-        sets.extend(pending_ds.as_ref());
-        for (client, ranges) in update.delete_set().iter() {
-            for range in ranges.iter() {
-                if !covered(range.clone(), client, &sets) {
-                    return true;
-                }
-            }
-        }
-        false
+        // Reads only; should yrs panic anyway, call it new: the apply path
+        // is the guarded one.
+        let new = catch_unwind(AssertUnwindSafe(|| is_new(&core, &update))).unwrap_or(true);
+        Ok(new.then_some(update))
     }
 
     /// Applies an update that the server has persisted, and broadcasts what
@@ -309,28 +334,31 @@ impl Room {
     pub fn apply_persisted(&self, update: &[u8], origin: Option<ConnId>) -> Result<(), SyncError> {
         let decoded = guard::decode(update)?;
         let claimed_deletes = decoded.delete_set().clone();
-        let mut state = lock(&self.state);
-        let DocState { awareness, sv, deleted } = &mut *state;
+        let mut core = lock(&self.core);
+        if self.is_damaged() {
+            return Err(damaged());
+        }
+        let DocCore { doc, sv, deleted } = &mut *core;
+        let mut txn = doc.transact_mut();
         let applied = catch_unwind(AssertUnwindSafe(|| {
-            let mut txn = awareness.doc().transact_mut();
             let result = txn.apply_update(decoded);
             let new_sv = txn.state_vector();
             record_deletions(deleted, &txn, &claimed_deletes, &new_sv, result.is_ok());
             let change = txn.has_changes().then(|| txn.encode_update_v1());
-            drop(txn);
+            txn.commit();
             (result, new_sv, change)
         }));
-        let (result, new_sv, change) = match applied {
-            Ok(out) => out,
-            Err(_) => {
-                tracing::error!("applying a persisted update panicked; the room's doc may be incomplete");
-                *sv = self.doc.transact().state_vector();
-                return Err(SyncError::BadUpdate("update could not be applied".to_owned()));
-            }
+        let Ok((result, new_sv, change)) = applied else {
+            // See "Damage" in the module docs: no commit, no unlock, no free.
+            std::mem::forget(txn);
+            self.damaged.store(true, Ordering::Release);
+            tracing::error!("applying a persisted update panicked; the room must be reloaded");
+            return Err(damaged());
         };
+        drop(txn);
         *sv = new_sv;
         let mut conns = lock(&self.conns);
-        drop(state);
+        drop(core);
         if let Some(change) = change {
             self.broadcast(&mut conns, &Bytes::from(wire::update_frame(&change)), origin);
         }
@@ -347,8 +375,8 @@ impl Room {
     }
 
     fn on_awareness(&self, conn: ConnId, update: AwarenessUpdate, relay: Bytes) {
-        let mut state = lock(&self.state);
-        let summary = match state.awareness.apply_update_summary(update) {
+        let mut awareness = lock(&self.awareness);
+        let summary = match awareness.apply_update_summary(update) {
             Ok(Some(summary)) => summary,
             // Nothing newer than what the room has: like the reference
             // server, relay nothing.
@@ -359,7 +387,7 @@ impl Room {
             }
         };
         let mut conns = lock(&self.conns);
-        drop(state);
+        drop(awareness);
         let claimed: Vec<u64> = summary.added.iter().chain(&summary.updated).map(ClientID::get).collect();
         claim_clients(&mut conns.map, conn, &claimed);
         if let Some(entry) = conns.map.get_mut(&conn) {
@@ -374,39 +402,33 @@ impl Room {
     /// room's Awareness and that removal is broadcast to the remaining
     /// connections. Unknown ids are ignored.
     pub fn disconnect(&self, conn: ConnId) {
-        let mut state = lock(&self.state);
+        let mut awareness = lock(&self.awareness);
         let mut conns = lock(&self.conns);
         let Some(entry) = conns.map.remove(&conn) else { return };
         conns.dropped.retain(|c| *c != conn);
-        if entry.clients.is_empty() {
-            return;
-        }
-        let mut current = AwarenessUpdate { clients: HashMap::new() };
-        for id in &entry.clients {
-            if let Ok(one) = state.awareness.update_with_clients([ClientID::new(*id)]) {
-                current.clients.extend(one.clients);
-            }
-        }
         // What y-protocols' `removeAwarenessStates` emits: each client at its
         // current clock with a `null` state. Peers drop a state whose clock
         // equals theirs when it arrives as null; not bumping the clock means
         // the client's own next renewal (clock + 1) is accepted at once if
         // it is in fact still online through another connection.
-        let clients: HashMap<ClientID, AwarenessUpdateEntry> = current
-            .clients
-            .into_iter()
-            .filter(|(_, e)| &*e.json != "null")
-            .map(|(id, e)| (id, AwarenessUpdateEntry { clock: e.clock, json: Arc::from("null") }))
-            .collect();
+        let mut clients = HashMap::new();
+        for id in &entry.clients {
+            let Ok(current) = awareness.update_with_clients([ClientID::new(*id)]) else { continue };
+            for (client, e) in current.clients {
+                if &*e.json != "null" {
+                    clients.insert(client, AwarenessUpdateEntry { clock: e.clock, json: Arc::from("null") });
+                }
+            }
+        }
         if clients.is_empty() {
             return;
         }
         let removal = AwarenessUpdate { clients };
         let frame = Bytes::from(wire::awareness_frame(&wire::write_awareness(&removal)));
-        if let Err(e) = state.awareness.apply_update(removal) {
+        if let Err(e) = awareness.apply_update(removal) {
             tracing::debug!(error = %e, "awareness removal not applied");
         }
-        drop(state);
+        drop(awareness);
         self.broadcast(&mut conns, &frame, None);
     }
 
@@ -422,9 +444,35 @@ impl Room {
     }
 
     /// Full state as a Yjs v1 update (for REST GET and compaction
-    /// snapshots), pending structs included.
+    /// snapshots), pending structs and delete set included.
+    ///
+    /// Infallible for convenience; if the room is damaged (see
+    /// [`Room::is_damaged`]) or yrs cannot merge its pending structs, it
+    /// returns what it can (an empty update, or the state without pending
+    /// structs) and logs an error. A compaction snapshot must use
+    /// [`Room::try_encode_state`] instead, which fails rather than lose data.
     pub fn encode_state(&self) -> Vec<u8> {
-        self.diff(&StateVector::default())
+        match self.diff(&StateVector::default(), true) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a document failed; serving an empty one");
+                Update::EMPTY_V1.to_vec()
+            }
+        }
+    }
+
+    /// Full state as a Yjs v1 update, with everything the doc holds, or an
+    /// error; never a partial state. Use it for compaction snapshots.
+    pub fn try_encode_state(&self) -> Result<Vec<u8>, SyncError> {
+        self.diff(&StateVector::default(), false)
+    }
+
+    /// Whether an apply panicked inside yrs: the room no longer touches its
+    /// doc (doc operations fail; awareness still works). The server should
+    /// close its connections (they reconnect) and load it again from the
+    /// store; [`Room::new`] leaves out the update whose integration panics.
+    pub fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Acquire)
     }
 
     /// The counters of this room.
@@ -444,19 +492,31 @@ impl Room {
     }
 
     /// Everything the doc has beyond `sv`, pending structs and the whole
-    /// delete set included (what Yjs's `encodeStateAsUpdate` gives).
-    fn diff(&self, sv: &StateVector) -> Vec<u8> {
-        let txn = self.doc.transact();
-        // yrs merges pending structs in with an `unwrap`; updates are checked
-        // to round-trip before they are persisted, so this should not fail,
-        // but if it does, serve the integrated state rather than panic.
-        match catch_unwind(AssertUnwindSafe(|| txn.encode_state_as_update_v1(sv))) {
-            Ok(update) => update,
-            Err(_) => {
-                tracing::error!("encoding the doc with its pending structs panicked; serving it without them");
-                txn.encode_diff_v1(sv)
-            }
+    /// delete set included (what Yjs's `encodeStateAsUpdate` gives). yrs
+    /// merges the pending structs in with an `unwrap`; updates are checked
+    /// to round-trip before they are persisted, so that should not fail,
+    /// but if it does, `lossy` serves the integrated state without them
+    /// (fine for a sync step 2: the client asks again later).
+    fn diff(&self, sv: &StateVector, lossy: bool) -> Result<Vec<u8>, SyncError> {
+        let core = lock(&self.core);
+        if self.is_damaged() {
+            return Err(damaged());
         }
+        let txn = core.doc.transact();
+        if let Ok(update) = catch_unwind(AssertUnwindSafe(|| txn.encode_state_as_update_v1(sv))) {
+            return Ok(update);
+        }
+        tracing::error!("encoding the doc with its pending structs panicked");
+        if !lossy {
+            return Err(SyncError::BadUpdate("the document's pending updates cannot be encoded".to_owned()));
+        }
+        catch_unwind(AssertUnwindSafe(|| txn.encode_diff_v1(sv)))
+            .map_err(|_| SyncError::BadUpdate("the document cannot be encoded".to_owned()))
+    }
+
+    /// Whether `conn` is registered and still takes bytes.
+    fn is_live(&self, conn: ConnId) -> bool {
+        lock(&self.conns).map.get(&conn).is_some_and(|e| e.sender.is_some())
     }
 
     fn send_to(&self, conns: &mut Conns, conn: ConnId, msg: Bytes) {
@@ -489,6 +549,43 @@ impl Room {
     }
 }
 
+/// An update is new if it inserts a clock range the doc has neither
+/// integrated (below its state vector) nor parked as pending, or deletes a
+/// range the doc has neither deleted nor parked in its pending delete set
+/// (ranges of items not yet integrated count as new). Cost: one pass over the
+/// update's blocks and delete set with map lookups into the cached state
+/// vector and delete set; only when the doc has pending structs and the
+/// update reaches past the state vector, one pass over those pending structs.
+/// The doc is not copied.
+fn is_new(core: &DocCore, update: &Update) -> bool {
+    let txn = core.doc.transact();
+    let store = txn.store();
+
+    let mut pending_inserts: Option<IdSet> = None;
+    for (client, ranges) in update.insertions(true).iter() {
+        let known = core.sv.get(client);
+        for range in ranges.iter() {
+            if range.end <= known {
+                continue;
+            }
+            let Some(pending) = store.pending_update() else { return true };
+            let pending = pending_inserts.get_or_insert_with(|| pending.update.insertions(true));
+            if !covered(range.start.max(known)..range.end, client, pending) {
+                return true;
+            }
+        }
+    }
+
+    // One merge pass per client over sorted ranges (a reconnecting client's
+    // step 2 carries its whole delete set).
+    let mut deletes = normalized(update.delete_set());
+    deletes.diff_with(&core.deleted);
+    if let Some(pending) = store.pending_ds().filter(|_| !deletes.is_empty()) {
+        deletes.diff_with(&normalized(pending));
+    }
+    !deletes.is_empty()
+}
+
 /// All live awareness states, or None if yrs cannot list them.
 fn current_awareness(awareness: &Awareness) -> Option<AwarenessUpdate> {
     match awareness.update() {
@@ -511,6 +608,8 @@ fn claim_clients(map: &mut HashMap<ConnId, ConnEntry>, conn: ConnId, claimed: &[
         return;
     }
     entry.clients.extend_from_slice(&fresh);
+    // Usually one id: keep the idle connection at a few words.
+    entry.clients.shrink_to_fit();
     for (id, other) in map.iter_mut() {
         if *id != conn {
             other.clients.retain(|c| !fresh.contains(c));
@@ -518,34 +617,32 @@ fn claim_clients(map: &mut HashMap<ConnId, ConnEntry>, conn: ConnId, claimed: &[
     }
 }
 
-/// Whether every clock of `range` for `client` lies in one of `sets`.
-fn covered(range: std::ops::Range<u32>, client: &ClientID, sets: &[&IdSet]) -> bool {
+/// Whether every clock of `range` for `client` lies in `set`.
+fn covered(range: std::ops::Range<u32>, client: &ClientID, set: &IdSet) -> bool {
     if range.start >= range.end {
         return true;
     }
     let mut rest = IdSet::new();
     rest.insert(ID::new(*client, range.start), range.end - range.start);
-    for set in sets {
-        rest.diff_with(set);
-    }
+    rest.diff_with(set);
     rest.is_empty()
 }
 
-/// `set` with its ranges sorted and coalesced. yrs keeps decoded delete sets
-/// as they came (in any order), and subtracting an unsorted set can leave
-/// parts of a range in place.
+/// `set` with its ranges sorted and coalesced, empty ones dropped. yrs keeps
+/// decoded delete sets as they came (in any order), and its set operations
+/// assume sorted ranges.
 fn normalized(set: &IdSet) -> IdSet {
     let mut out = IdSet::new();
     for (client, ranges) in set.iter() {
-        for range in ranges.iter() {
-            out.insert(ID::new(*client, range.start), range.end.saturating_sub(range.start));
+        for range in ranges.iter().filter(|r| r.start < r.end) {
+            out.insert(ID::new(*client, range.start), range.end - range.start);
         }
     }
     out
 }
 
 /// Extends the room's delete set after `txn` applied an update (see
-/// [`DocState::deleted`]).
+/// [`DocCore::deleted`]).
 fn record_deletions(deleted: &mut IdSet, txn: &TransactionMut<'_>, claimed: &IdSet, sv: &StateVector, applied: bool) {
     deleted.merge_with(txn.delete_set().clone());
     if !applied {

@@ -206,8 +206,15 @@ impl Docs {
         // everything up to it, so no update is ever dropped from the log
         // without being in the snapshot (later ones may be in both: harmless).
         let upto = slot.applied_seq.load(Ordering::Acquire);
-        let snapshot = match tokio::task::spawn_blocking(move || room.encode_state()).await {
-            Ok(s) => s,
+        // `try_encode_state` fails on a damaged room instead of answering an
+        // empty state, which would replace the whole log with nothing.
+        let snapshot = match tokio::task::spawn_blocking(move || room.try_encode_state()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, doc = ?slot.key, "not compacting a room that cannot encode its state");
+                slot.compacting.store(false, Ordering::Release);
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "encoding a snapshot failed");
                 slot.compacting.store(false, Ordering::Release);

@@ -113,7 +113,16 @@ pub async fn get_doc(
         return Err(ApiError::not_found());
     }
     let room = slot.room.clone();
-    let bytes = tokio::task::spawn_blocking(move || room.encode_state()).await.map_err(ApiError::internal)?;
+    let bytes = tokio::task::spawn_blocking(move || room.try_encode_state())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "document_unavailable",
+                "the document cannot be read right now",
+            )
+        })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
