@@ -11,7 +11,7 @@
 //! - [`claims`]: the JWT claims WireSocket issues.
 //! - [`keys`]: signing-key lifecycle (active → retiring → retired, or revoked).
 //! - [`clock`]: time as a parameter, so expiry is testable.
-//! - [`audit`]: the audit action vocabulary.
+//! - [`audit`]: the audit action vocabulary and the tamper-evident hash chain.
 
 pub mod audit;
 pub mod claims;
