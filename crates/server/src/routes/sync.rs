@@ -36,6 +36,12 @@ use tokio::time::{Instant, sleep_until, timeout};
 /// Messages waiting for one client; a client this far behind is closed.
 const OUTBOUND_QUEUE: usize = 1024;
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// Most messages written per flush.
+const WRITE_BURST: u64 = 64;
+/// tungstenite's buffers default to 128 KiB each, per connection; idle
+/// connections would pay for them. They grow on demand for large messages.
+const READ_BUFFER: usize = 8 * 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
 /// No frame at all (pongs included) for this long: the peer is gone.
 const SILENCE_LIMIT: Duration = Duration::from_secs(75);
 /// A socket write that takes longer than this means a stuck peer.
@@ -111,7 +117,12 @@ pub async fn sync(
     };
     let max = state.config.max_message_bytes;
     let ctx = Conn { state: state.clone(), token, key, origin, _permit: permit };
-    Ok(ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| ctx.run(socket)))
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .on_upgrade(move |socket| ctx.run(socket)))
 }
 
 struct Conn {
@@ -349,12 +360,26 @@ async fn write_loop(
                 return;
             }
             msg = out.recv() => match msg {
-                Some(bytes) => {
-                    let n = bytes.len() as u64;
-                    match timeout(SEND_TIMEOUT, sink.send(Message::Binary(bytes))).await {
+                Some(first) => {
+                    // Everything already queued goes out in one flush (one
+                    // syscall for a burst), up to a bound so pings and closes
+                    // are not starved.
+                    let mut count = 1u64;
+                    let mut bytes = first.len() as u64;
+                    let burst = async {
+                        sink.feed(Message::Binary(first)).await?;
+                        while count < WRITE_BURST {
+                            let Ok(next) = out.try_recv() else { break };
+                            count += 1;
+                            bytes += next.len() as u64;
+                            sink.feed(Message::Binary(next)).await?;
+                        }
+                        sink.flush().await
+                    };
+                    match timeout(SEND_TIMEOUT, burst).await {
                         Ok(Ok(())) => {
-                            metrics::counter!("wiresocket_messages_out_total").increment(1);
-                            metrics::counter!("wiresocket_bytes_out_total").increment(n);
+                            metrics::counter!("wiresocket_messages_out_total").increment(count);
+                            metrics::counter!("wiresocket_bytes_out_total").increment(bytes);
                         }
                         _ => return,
                     }
