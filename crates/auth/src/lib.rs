@@ -8,7 +8,9 @@
 //!   (RFC 9068 `at+jwt`), their verification and JWKs.
 //! - [`password`]: argon2id password hashes.
 //! - [`token`]: opaque bearer tokens, hashes for storing them, constant-time
-//!   comparison, random ids and HMAC.
+//!   comparison, random ids and HMAC-SHA256.
+//! - [`webhook`]: webhook secrets and `X-Webhook-Signature` signing and
+//!   checking.
 //!
 //! Every type holding secret material has a hand-written `Debug` that names
 //! the algorithm and never the bytes, and wipes its buffers on drop.
@@ -17,6 +19,7 @@ pub mod envelope;
 pub mod password;
 pub mod signing;
 pub mod token;
+pub mod webhook;
 
 pub use secrecy::{ExposeSecret, SecretString};
 
