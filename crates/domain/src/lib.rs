@@ -12,6 +12,8 @@
 //! - [`keys`]: signing-key lifecycle (active → retiring → retired, or revoked).
 //! - [`clock`]: time as a parameter, so expiry is testable.
 //! - [`audit`]: the audit action vocabulary and the tamper-evident hash chain.
+//! - [`webhook`]: webhook events and subscriptions, target URLs, which
+//!   addresses are public (SSRF defence), the retry schedule.
 
 pub mod audit;
 pub mod claims;
@@ -24,6 +26,7 @@ pub mod names;
 pub mod plan;
 pub mod proration;
 pub mod role;
+pub mod webhook;
 
 use std::fmt;
 
