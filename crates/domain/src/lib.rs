@@ -14,6 +14,8 @@
 //! - [`audit`]: the audit action vocabulary and the tamper-evident hash chain.
 //! - [`webhook`]: webhook events and subscriptions, target URLs, which
 //!   addresses are public (SSRF defence), the retry schedule.
+//! - [`ratelimit`]: GCRA, the rate-limit decision shared by the in-memory
+//!   and the Redis-backed limiters.
 
 pub mod audit;
 pub mod claims;
@@ -25,6 +27,7 @@ pub mod keys;
 pub mod names;
 pub mod plan;
 pub mod proration;
+pub mod ratelimit;
 pub mod role;
 pub mod webhook;
 
