@@ -8,15 +8,23 @@
 //!   (RFC 9068 `at+jwt`), their verification and JWKs.
 //! - [`password`]: argon2id password hashes.
 //! - [`token`]: opaque bearer tokens, hashes for storing them, constant-time
-//!   comparison, random ids and HMAC.
+//!   comparison, random ids and HMAC-SHA256.
+//! - [`totp`]: the TOTP second factor (RFC 6238), its otpauth URL and QR
+//!   code, replay-refusing verification.
+//! - [`recovery`]: MFA recovery codes, their normalisation and stored hash.
+//! - [`webhook`]: webhook secrets and `X-Webhook-Signature` signing and
+//!   checking.
 //!
 //! Every type holding secret material has a hand-written `Debug` that names
 //! the algorithm and never the bytes, and wipes its buffers on drop.
 
 pub mod envelope;
 pub mod password;
+pub mod recovery;
 pub mod signing;
 pub mod token;
+pub mod totp;
+pub mod webhook;
 
 pub use secrecy::{ExposeSecret, SecretString};
 
@@ -48,12 +56,16 @@ pub enum AuthError {
     /// Argon2 refused the parameters or the input.
     #[error("password hashing failed: {0}")]
     Password(&'static str),
+    /// A QR code could not be built (the data does not fit one).
+    #[error("QR code failed: {0}")]
+    QrCode(&'static str),
 }
 
 #[cfg(test)]
 mod tests {
     use super::envelope::MasterKeyRing;
     use super::signing::{SigningKey, VerifyingKey};
+    use super::totp::TotpSecret;
 
     /// The server shares these across tasks behind `Arc`s.
     #[test]
@@ -62,5 +74,6 @@ mod tests {
         is_send_sync::<MasterKeyRing>();
         is_send_sync::<SigningKey>();
         is_send_sync::<VerifyingKey>();
+        is_send_sync::<TotpSecret>();
     }
 }

@@ -1,6 +1,6 @@
 //! Opaque bearer tokens (sessions, refresh tokens, client secrets) and the
 //! small primitives around them: storage hashes, constant-time comparison,
-//! random ids, HMAC.
+//! random ids, HMAC-SHA256.
 
 use aws_lc_rs::{digest, hmac};
 use base64::Engine as _;
@@ -18,7 +18,7 @@ const TOKEN_BYTES: usize = 32;
 /// that cannot produce randomness leaves nothing safe to return: the
 /// `UnwrapErr` adapter aborts the request by panicking instead of handing out
 /// a guessable token.
-fn fill_from_os(buf: &mut [u8]) {
+pub(crate) fn fill_from_os(buf: &mut [u8]) {
     UnwrapErr(SysRng).fill_bytes(buf);
 }
 
@@ -55,14 +55,21 @@ pub fn random_id(nbytes: usize) -> String {
     id
 }
 
-/// HMAC-SHA256 of `msg` under `key`, lowercase hex (webhook signatures).
-pub fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
+/// HMAC-SHA256 of `msg` under `key` (RFC 2104; keys of any length).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    hex::encode(hmac::sign(&key, msg))
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hmac::sign(&key, msg).as_ref());
+    out
+}
+
+/// [`hmac_sha256`] as lowercase hex (what webhook signatures carry).
+pub fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
+    hex::encode(hmac_sha256(key, msg))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use secrecy::ExposeSecret as _;
@@ -112,7 +119,24 @@ mod tests {
 
     #[test]
     fn hmac_sha256_rfc4231() {
-        let cases: [(Vec<u8>, Vec<u8>, &str); 4] = [
+        for (i, (key, msg, expected)) in rfc4231_cases().iter().enumerate() {
+            let hex = hmac_sha256_hex(key, msg);
+            assert!(hex.starts_with(expected), "RFC 4231 case {}: {hex}", i + 1);
+            assert_eq!(hex, hex::encode(hmac_sha256(key, msg)));
+            assert_eq!(hex.len(), 64);
+        }
+    }
+
+    /// All of RFC 4231 section 4 as `(key, data, expected hex)`: the key and
+    /// data sizes around the block size (64 bytes) are where an HMAC
+    /// implementation goes wrong. Case 5 is specified truncated to 128 bits, so
+    /// compare expected values as a prefix.
+    pub(crate) fn rfc4231_cases() -> [(Vec<u8>, Vec<u8>, &'static str); 7] {
+        let large_key_msg = b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec();
+        let large_data_msg = b"This is a test using a larger than block-size key and a larger than block-size data. \
+    The key needs to be hashed before being used by the HMAC algorithm."
+            .to_vec();
+        [
             (vec![0x0b; 20], b"Hi There".to_vec(), "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
             (
                 b"Jefe".to_vec(),
@@ -125,9 +149,9 @@ mod tests {
                 vec![0xcd; 50],
                 "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
             ),
-        ];
-        for (i, (key, msg, expected)) in cases.iter().enumerate() {
-            assert_eq!(hmac_sha256_hex(key, msg), *expected, "RFC 4231 case {}", i + 1);
-        }
+            (vec![0x0c; 20], b"Test With Truncation".to_vec(), "a3b6167473100ee06e0c796c2955552b"),
+            (vec![0xaa; 131], large_key_msg, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+            (vec![0xaa; 131], large_data_msg, "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"),
+        ]
     }
 }

@@ -254,6 +254,8 @@ impl ChainVerifier {
 
 #[cfg(test)]
 mod chain_tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn entry(seq: i64, details: &serde_json::Value) -> ChainEntry<'_> {

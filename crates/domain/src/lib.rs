@@ -12,6 +12,10 @@
 //! - [`keys`]: signing-key lifecycle (active → retiring → retired, or revoked).
 //! - [`clock`]: time as a parameter, so expiry is testable.
 //! - [`audit`]: the audit action vocabulary and the tamper-evident hash chain.
+//! - [`webhook`]: webhook events and subscriptions, target URLs, which
+//!   addresses are public (SSRF defence), the retry schedule.
+//! - [`ratelimit`]: GCRA, the rate-limit decision shared by the in-memory
+//!   and the Redis-backed limiters.
 
 pub mod audit;
 pub mod claims;
@@ -23,7 +27,9 @@ pub mod keys;
 pub mod names;
 pub mod plan;
 pub mod proration;
+pub mod ratelimit;
 pub mod role;
+pub mod webhook;
 
 use std::fmt;
 
