@@ -147,9 +147,11 @@ impl Server {
             }
             other => panic!("unknown peer {other}"),
         };
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap_or_else(|e| {
-            panic!("cannot start {peer}: {e} (bench/run-sync-bench installs the peers)")
-        });
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {peer}: {e} (bench/run-sync-bench installs the peers)"));
         wait_listening(port, &mut child).await;
         let base = format!("127.0.0.1:{port}");
         let token = if peer == "wiresocket" { Some(wiresocket_token(&base).await) } else { None };
@@ -163,12 +165,8 @@ impl Server {
     /// Makes the doc exist where the server wants that before a socket opens.
     async fn prepare_doc(&self, http: &reqwest::Client, doc: &str) {
         if self.peer == "y-sweet" {
-            let r = http
-                .post(format!("http://{}/doc/new", self.base))
-                .json(&json!({"docId": doc}))
-                .send()
-                .await
-                .unwrap();
+            let r =
+                http.post(format!("http://{}/doc/new", self.base)).json(&json!({"docId": doc})).send().await.unwrap();
             assert!(r.status().is_success(), "y-sweet /doc/new: {}", r.status());
         }
     }

@@ -83,6 +83,8 @@ impl Application {
             docs,
             registry: crate::dataplane::registry::Registry::shared(),
             limits: crate::dataplane::limits::Limits::default(),
+            apps: crate::cache::AppCache::default(),
+            denied: crate::cache::DenyList::default(),
             keys: KeyService::new(ring, store.clone(), &config),
             password_policy: config.password_policy,
             config,
@@ -110,6 +112,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let purge = tokio::spawn(purge_loop(self.state.clone()));
+        let caches = tokio::spawn(crate::cache::refresh_loop(self.state.downgrade()));
         tracing::info!(addr = %self.addr, public_url = %self.state.public_url, "wiresocket listening");
         let listener = self.listener.tap_io(|tcp| {
             // Small frames must not wait for Nagle.
@@ -119,6 +122,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         purge.abort();
+        caches.abort();
         result
     }
 }

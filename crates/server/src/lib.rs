@@ -4,9 +4,11 @@
 //! - [`config`]: flags → env → TOML file → defaults.
 //! - [`app`]: `Application::build` (binds; port 0 in tests) and `run_until`.
 //! - [`state`]: shared state, principal checks, audit helper.
+//! - [`cache`]: the app records and deny-list a connect needs, kept in memory.
 //! - [`extract`]: JSON/query extractors with our error shape; principals.
 //! - [`error`]: `ApiError` (stable codes, opaque 500s) and `OAuthError` (RFC 6749 §5.2).
 //! - [`keys`]: tenant signing keys at run time (caches, generation).
+//! - [`mail`]: outgoing mail: SMTP, or `.eml` files in the data dir's outbox.
 //! - [`masterkey`]: the master key ring file and its rotation.
 //! - [`tokens`]: minting access, client and refresh tokens and sessions.
 //! - [`dataplane`]: Yjs rooms, the group-commit persister, live connections, plan limits.
@@ -14,11 +16,13 @@
 //! - [`observe`]: Prometheus metrics.
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod dataplane;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod mail;
 pub mod masterkey;
 pub mod observe;
 pub mod routes;

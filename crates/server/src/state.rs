@@ -31,6 +31,10 @@ pub struct Inner {
     pub docs: Arc<crate::dataplane::docs::Docs>,
     pub registry: Arc<crate::dataplane::registry::Registry>,
     pub limits: crate::dataplane::limits::Limits,
+    /// Apps named by tokens, cached for connects.
+    pub apps: crate::cache::AppCache,
+    /// Mirror of the access-token deny-list.
+    pub denied: crate::cache::DenyList,
 }
 
 impl std::ops::Deref for AppState {
@@ -115,6 +119,11 @@ pub async fn run_detached<T: Send + 'static>(
 }
 
 impl AppState {
+    /// A handle that does not keep the state alive (for background loops).
+    pub fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.0)
+    }
+
     pub fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
     }
@@ -158,13 +167,18 @@ impl AppState {
         if claims.tid != tenant.to_string() || claims.iss != self.issuer(tenant) {
             return Err(TokenRejection::WrongIssuer);
         }
-        if self.store.is_jti_denied(&claims.jti, now).await.map_err(|_| TokenRejection::Unavailable)? {
+        if self
+            .denied
+            .is_denied(self.store.as_ref(), &claims.jti, now)
+            .await
+            .map_err(|_| TokenRejection::Unavailable)?
+        {
             return Err(TokenRejection::Revoked);
         }
         let app_id = AppId::parse(&claims.app).map_err(|_| TokenRejection::Malformed)?;
         let app = self
-            .store
-            .get_app_by_id(app_id)
+            .apps
+            .get(self.store.as_ref(), app_id)
             .await
             .map_err(|_| TokenRejection::Unavailable)?
             .filter(|a| a.tenant_id == tenant && a.client_id == claims.client_id)

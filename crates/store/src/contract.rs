@@ -1052,6 +1052,12 @@ pub async fn deny_list_expires(store: &dyn Store) {
     store.deny_jti(&jti, t0 + Duration::minutes(30)).await.unwrap();
     assert!(store.is_jti_denied(&jti, t0 + Duration::minutes(20)).await.unwrap());
     assert!(!store.is_jti_denied(&unique(), t0).await.unwrap());
+
+    // The mirror list holds exactly the entries still in force.
+    let listed = store.list_denied_jtis(t0 + Duration::minutes(20)).await.unwrap();
+    assert!(listed.iter().any(|(j, exp)| j == &jti && *exp == t0 + Duration::minutes(30)));
+    let listed = store.list_denied_jtis(t0 + Duration::minutes(30)).await.unwrap();
+    assert!(!listed.iter().any(|(j, _)| j == &jti));
 }
 
 pub async fn purge_expired_removes_only_expired(store: &dyn Store) {

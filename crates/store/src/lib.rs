@@ -203,6 +203,10 @@ pub trait Store: Send + Sync + 'static {
     /// Puts an access token's `jti` on the deny-list until `expires_at`.
     async fn deny_jti(&self, jti: &str, expires_at: OffsetDateTime) -> Result<()>;
     async fn is_jti_denied(&self, jti: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Every deny-list entry still in force at `now`, with its expiry: the
+    /// list is short (revoked, unexpired access tokens), so servers mirror it
+    /// in memory and check it on every connect without a round trip.
+    async fn list_denied_jtis(&self, now: OffsetDateTime) -> Result<Vec<(String, OffsetDateTime)>>;
     /// Removes expired deny-list entries, expired refresh tokens and expired sessions.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64>;
 

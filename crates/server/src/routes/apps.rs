@@ -226,6 +226,7 @@ pub async fn update_app(
     let now = state.now();
     app.updated_at = now;
     state.store.update_app(&app).await?;
+    state.apps.invalidate(app.id);
     state
         .audit(
             Some(tenant.id),
@@ -253,6 +254,7 @@ pub async fn delete_app(
     let st = state.clone();
     run_detached(async move {
         st.store.delete_app(tenant.id, app.id).await?;
+        st.apps.invalidate(app.id);
         st.registry.close_where(CloseReason { code: close::TOKEN, reason: "app deleted" }, |c| c.app == app.id);
         st.limits.forget(app.id);
         let target = Some(("app", app.id.to_string()));
@@ -292,6 +294,7 @@ pub async fn rotate_secret(
     let app_id = app.id;
     run_detached(async move {
         st.store.set_app_secret(app_id, &hash, now).await?;
+        st.apps.invalidate(app_id);
         // Tokens minted before the rotation are dead, and so are the sockets they opened.
         let reason = CloseReason { code: close::TOKEN, reason: "client secret rotated" };
         st.registry.close_where(reason, |c| c.app == app_id && c.iat < now.unix_timestamp());
@@ -395,6 +398,7 @@ pub async fn change_plan(
     let st = state.clone();
     let invoice = run_detached(async move {
         st.store.change_app_plan(app.id, app.plan, new_plan, &invoice).await?;
+        st.apps.invalidate(app.id);
         st.limits.set_plan(app.id, new_plan);
         let details = json!({"from": app.plan.as_str(), "to": new_plan.as_str(), "invoice": invoice.id.to_string(), "total_cents": invoice.total_cents});
         st.audit(Some(tenant.id), &actor, AuditAction::PlanChanged, Some(("app", app.id.to_string())), details).await;

@@ -456,6 +456,7 @@ pub async fn revoke(
         {
             let exp = time::OffsetDateTime::from_unix_timestamp(t.claims.exp).map_err(ApiError::internal)?;
             state.store.deny_jti(&t.claims.jti, exp).await?;
+            state.denied.insert(&t.claims.jti, exp);
             let jti = t.claims.jti.clone();
             let reason = CloseReason { code: close::TOKEN, reason: "token revoked" };
             state.registry.close_where(reason, |c| c.jti == jti);

@@ -237,3 +237,7 @@ pub(super) fn snapshot_seq(r: &impl Cols) -> Result<i64> {
 pub(super) fn doc_log_stats(r: &impl Cols) -> Result<(i64, i64)> {
     Ok((r.int("n")?, r.int("bytes")?))
 }
+
+pub(super) fn denied_jti(r: &impl Cols) -> Result<(String, OffsetDateTime)> {
+    Ok((r.text("jti")?, to_time("expires_at", r.int("expires_at")?)?))
+}

@@ -715,6 +715,12 @@ macro_rules! impl_store {
                     Ok(decode::count(&row)? > 0)
                 }
 
+                async fn list_denied_jtis(&self, now: OffsetDateTime) -> Result<Vec<(String, OffsetDateTime)>> {
+                    let rows =
+                        sqlx::query(q::LIST_DENIED_JTIS).bind(secs(now)).fetch_all(&self.pool).await.map_err(db_err)?;
+                    rows.iter().map(decode::denied_jti).collect()
+                }
+
                 async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64> {
                     let mut tx = self.write_tx().await?;
                     let mut purged = 0;

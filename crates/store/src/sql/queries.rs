@@ -164,6 +164,7 @@ pub const DENY_JTI: &str = "INSERT INTO denied_jtis (jti, expires_at) VALUES ($1
      WHEN excluded.expires_at > denied_jtis.expires_at THEN excluded.expires_at \
      ELSE denied_jtis.expires_at END";
 pub const IS_JTI_DENIED: &str = "SELECT COUNT(*) AS n FROM denied_jtis WHERE jti = $1 AND expires_at > $2";
+pub const LIST_DENIED_JTIS: &str = "SELECT jti, expires_at FROM denied_jtis WHERE expires_at > $1";
 pub const DELETE_EXPIRED_JTIS: &str = "DELETE FROM denied_jtis WHERE expires_at <= $1";
 
 // ---- documents ---------------------------------------------------------------
