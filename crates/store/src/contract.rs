@@ -18,7 +18,7 @@ use crate::{
     RefreshTokenRecord, RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
     WebhookJobRecord, WebhookRecord,
 };
-use domain::audit::{ChainBreak, ChainVerifier, GENESIS_HASH};
+use domain::audit::{ChainBreak, GENESIS_HASH};
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
 use domain::keys::KeyState;
 use domain::plan::PlanId;
@@ -96,6 +96,7 @@ macro_rules! for_each_contract_test {
             members_add_list_change_remove,
             members_last_super_admin_under_concurrency,
             custom_roles_crud_and_in_use,
+            custom_role_delete_races_assignment,
             invites_create_list_accept,
             invite_accept_under_concurrency,
             password_reset_ends_everything,
@@ -103,9 +104,11 @@ macro_rules! for_each_contract_test {
             mfa_pending_enable_disable,
             mfa_totp_step_under_concurrency,
             mfa_recovery_code_under_concurrency,
+            mfa_enable_under_concurrency,
             mfa_rewrap_and_list_all,
             webhooks_crud_and_scoping,
             webhook_outbox_lifecycle,
+            webhook_enqueue_under_concurrency,
             webhook_claims_under_concurrency,
         ];
     };
@@ -1643,28 +1646,10 @@ pub fn audit_event(tenant_id: Option<TenantId>, action: &str) -> AuditRecord {
     }
 }
 
-/// Verifies one chain as `wiresocket audit verify` would: the head first,
-/// then its rows up to the head in pages of `page`, through
-/// `domain::audit::ChainVerifier`. Entries appended meanwhile are past the
-/// head and not looked at. Answers how many rows were checked.
+/// Verifies one chain with [`crate::verify_audit_chain`], reading `page`
+/// rows at a time.
 pub async fn verify_chain(store: &dyn Store, tenant: Option<TenantId>, page: u32) -> Result<u64, ChainBreak> {
-    let (head_seq, head_hash) = store.audit_head(tenant).await.unwrap().unwrap_or((0, GENESIS_HASH.to_owned()));
-    let mut verifier = ChainVerifier::default();
-    let mut after = 0;
-    'pages: loop {
-        let rows = store.audit_chain_rows(tenant, after, page).await.unwrap();
-        if rows.is_empty() {
-            break;
-        }
-        for row in &rows {
-            if row.chain_seq > head_seq {
-                break 'pages;
-            }
-            row.verify_with(&mut verifier)?;
-            after = row.chain_seq;
-        }
-    }
-    verifier.finish(head_seq, &head_hash)
+    crate::verify_audit_chain(store, tenant, page).await.unwrap()
 }
 
 pub async fn audit_chain_links_verify(store: &dyn Store) {
@@ -1974,6 +1959,43 @@ pub async fn custom_roles_crud_and_in_use(store: &dyn Store) {
     assert_eq!(store.list_roles(t.id).await.unwrap(), vec![]);
 }
 
+pub async fn custom_role_delete_races_assignment(store: &dyn Store) {
+    let (owner, t, _) = owner_with_tenant(store).await;
+    let t0 = now();
+    for round in 0..4 {
+        let name = format!("racer-{round}");
+        let role = CustomRoleRecord {
+            tenant_id: t.id,
+            name: name.clone(),
+            permissions: vec![(Resource::Documents, Action::Read)],
+            created_at: t0,
+            updated_at: t0,
+        };
+        store.create_role(&role).await.unwrap();
+        let u = user();
+        store.create_user(&u).await.unwrap();
+        let inv = invite(t.id, owner.id, &name, t0 + Duration::days(1));
+        let (deleted, assigned) = if round % 2 == 0 {
+            let delete = store.delete_role(t.id, &name, t0);
+            let add = store.add_membership(t.id, u.id, &name, t0);
+            let mut r = join_all(vec![Box::pin(delete) as Boxed<'_, _>, Box::pin(add)]).await;
+            let add = r.pop().unwrap();
+            (r.pop().unwrap(), add)
+        } else {
+            let delete = store.delete_role(t.id, &name, t0);
+            let add = store.create_invite(&inv);
+            let mut r = join_all(vec![Box::pin(delete) as Boxed<'_, _>, Box::pin(add)]).await;
+            let add = r.pop().unwrap();
+            (r.pop().unwrap(), add)
+        };
+        // Never both: a role is not deleted from under a member or an invite.
+        let deleted = ok_or_conflict(deleted, "role_in_use");
+        let assigned = ok_or_conflict(assigned, "unknown_role");
+        assert!(deleted != assigned, "round {round}: deleted {deleted}, assigned {assigned}");
+        assert_eq!(store.get_role(t.id, &name).await.unwrap().is_some(), assigned);
+    }
+}
+
 // ---- invites ---------------------------------------------------------------------
 
 pub fn invite(tenant: TenantId, by: UserId, role: &str, expires_at: OffsetDateTime) -> InviteRecord {
@@ -2161,6 +2183,28 @@ pub async fn password_reset_under_concurrency(store: &dyn Store) {
     }
     assert_eq!(winners.len(), 1);
     assert_eq!(&store.get_user(u.id).await.unwrap().unwrap().password_hash, winners[0]);
+
+    // Different tokens of one user: a reset spends them all, so one wins.
+    for round in 0..3 {
+        let resets: Vec<_> = (0..4).map(|_| reset(u.id, t0 + Duration::minutes(30))).collect();
+        for r in &resets {
+            store.create_password_reset(r).await.unwrap();
+        }
+        let results =
+            join_all(resets.iter().map(|r| store.consume_password_reset(&r.token_hash, "$argon2id$x", t0)).collect())
+                .await;
+        let mut wins = 0;
+        for result in results {
+            match result {
+                Ok(id) => {
+                    assert_eq!(id, u.id);
+                    wins += 1;
+                }
+                Err(e) => assert_conflict::<()>(Err(e), "invalid_token"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
 }
 
 // ---- MFA ---------------------------------------------------------------------------
@@ -2252,6 +2296,28 @@ pub async fn mfa_recovery_code_under_concurrency(store: &dyn Store) {
     let results = join_all((0..8).map(|_| store.consume_recovery_code(u.id, &codes[0], t0)).collect()).await;
     assert_eq!(results.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
     assert_eq!(store.unused_recovery_codes(u.id).await.unwrap(), 1);
+}
+
+pub async fn mfa_enable_under_concurrency(store: &dyn Store) {
+    let u = user();
+    store.create_user(&u).await.unwrap();
+    let t0 = now();
+    store.put_pending_mfa(u.id, &[1], 1, t0).await.unwrap();
+    let code_sets: Vec<Vec<String>> = (0..8).map(|n| vec![format!("set{n}-a"), format!("set{n}-b")]).collect();
+    let results =
+        join_all(code_sets.iter().enumerate().map(|(n, c)| store.enable_mfa(u.id, 50 + n as i64, c, t0)).collect())
+            .await;
+    let mut winner = None;
+    for (n, r) in results.into_iter().enumerate() {
+        if ok_or_conflict(r, "mfa_not_pending") {
+            assert!(winner.replace(n).is_none(), "two enables won");
+        }
+    }
+    let n = winner.unwrap();
+    assert_eq!(store.get_mfa(u.id).await.unwrap().unwrap().last_step, Some(50 + n as i64));
+    // Only the winner's codes are stored.
+    assert_eq!(store.unused_recovery_codes(u.id).await.unwrap(), 2);
+    assert!(store.consume_recovery_code(u.id, &code_sets[n][0], t0).await.unwrap());
 }
 
 pub async fn mfa_rewrap_and_list_all(store: &dyn Store) {
@@ -2471,6 +2537,33 @@ pub async fn webhook_outbox_lifecycle(store: &dyn Store) {
     }
     assert_eq!(store.get_webhook_job(&later.id).await.unwrap(), None);
     assert_eq!(store.list_webhook_deliveries(&hook.id, None, 10).await.unwrap().items, vec![]);
+}
+
+pub async fn webhook_enqueue_under_concurrency(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let hooks: Vec<_> = (0..3).map(|_| webhook(&a, &["*"])).collect();
+    for h in &hooks {
+        store.create_webhook(h).await.unwrap();
+    }
+    let t0 = now();
+    let events: Vec<_> = (0..4).map(|_| unique()).collect();
+    // Four dispatchers enqueue the same events, in different orders.
+    let batches: Vec<Vec<WebhookJobRecord>> = (0..4)
+        .map(|n| {
+            let mut batch: Vec<_> =
+                events.iter().flat_map(|e| hooks.iter().map(move |h| job(h, e, t0 + Duration::days(1)))).collect();
+            if n % 2 == 1 {
+                batch.reverse();
+            }
+            batch
+        })
+        .collect();
+    let results = join_all(batches.iter().map(|b| store.enqueue_webhook_jobs(b)).collect()).await;
+    let added: u64 = results.into_iter().map(|r| r.unwrap()).sum();
+    assert_eq!(added, 12);
+    for h in &hooks {
+        assert!(store.delete_webhook(a.tenant_id, a.id, &h.id).await.unwrap());
+    }
 }
 
 pub async fn webhook_claims_under_concurrency(store: &dyn Store) {

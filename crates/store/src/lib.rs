@@ -22,10 +22,45 @@ pub mod contract;
 pub use records::*;
 
 use async_trait::async_trait;
+use domain::audit::{ChainBreak, ChainVerifier, GENESIS_HASH};
 use domain::ids::{AppId, FamilyId, TenantId, UserId};
 use domain::plan::PlanId;
 use domain::role::{Action, Resource};
 use time::OffsetDateTime;
+
+/// Rows per read when [`verify_audit_chain`] walks a chain.
+pub const AUDIT_VERIFY_PAGE: u32 = 500;
+
+/// Verifies one audit chain (`None`: the platform chain) with
+/// `domain::audit::ChainVerifier`: reads the head first, then the rows up to
+/// it, page by page, so entries appended meanwhile are simply not looked
+/// at. The outer `Result` is the store's; the inner one is the verdict:
+/// how many rows were checked, or where the chain breaks.
+pub async fn verify_audit_chain(
+    store: &dyn Store,
+    tenant: Option<TenantId>,
+    page: u32,
+) -> Result<std::result::Result<u64, ChainBreak>> {
+    let (head_seq, head_hash) = store.audit_head(tenant).await?.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let mut verifier = ChainVerifier::default();
+    let mut after = 0;
+    while after < head_seq {
+        let rows = store.audit_chain_rows(tenant, after, page).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows.iter().take_while(|r| r.chain_seq <= head_seq) {
+            if let Err(broken) = row.verify_with(&mut verifier) {
+                return Ok(Err(broken));
+            }
+            after = row.chain_seq;
+        }
+        if rows.last().is_some_and(|r| r.chain_seq > head_seq) {
+            break;
+        }
+    }
+    Ok(verifier.finish(head_seq, &head_hash))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -345,6 +380,9 @@ pub trait Store: Send + Sync + 'static {
     /// `expires_at > now`, so of concurrent accepts of one token exactly one
     /// gets past it), creates the user for `NewUser`, then adds the
     /// membership with the invite's role. Answers the invite as now stored.
+    /// The store does not compare the acceptor's email with the invite's:
+    /// the token proves the mailbox, and the caller decides which email a
+    /// new account gets.
     /// `Conflict("invalid_token")` for an unknown, used or expired token;
     /// `Conflict("email_taken")`, `Conflict("already_member")` or
     /// `Conflict("unknown_role")` roll everything back, so the invite stays

@@ -1408,9 +1408,11 @@ macro_rules! impl_store {
                     now: OffsetDateTime,
                 ) -> Result<UserId> {
                     let mut tx = self.write_tx().await?;
-                    let user = sqlx::query(q::CONSUME_RESET)
+                    // The user first, then the token: the user's row lock
+                    // (PostgreSQL) orders every reset of one user, whereas
+                    // locking two of their tokens first could deadlock.
+                    let user = sqlx::query(q::RESET_USER)
                         .bind(token_hash)
-                        .bind(secs(now))
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(db_err)?
@@ -1418,6 +1420,16 @@ macro_rules! impl_store {
                         .transpose()?
                         .ok_or(StoreError::Conflict("invalid_token"))?;
                     let id = user.to_string();
+                    sqlx::query(q::$locks::LOCK_USER).bind(&id).fetch_optional(&mut *tx).await.map_err(db_err)?;
+                    let consumed = sqlx::query(q::CONSUME_RESET)
+                        .bind(token_hash)
+                        .bind(secs(now))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if consumed.is_none() {
+                        return Err(StoreError::Conflict("invalid_token"));
+                    }
                     sqlx::query(q::SET_USER_PASSWORD)
                         .bind(&id)
                         .bind(new_password_hash)
@@ -1727,9 +1739,14 @@ macro_rules! impl_store {
                     if jobs.is_empty() {
                         return Ok(0);
                     }
+                    // In key order, so two batches holding some of the same
+                    // (event, webhook) pairs cannot deadlock on PostgreSQL
+                    // (each waits on the other's uncommitted insert).
+                    let mut ordered: Vec<&WebhookJobRecord> = jobs.iter().collect();
+                    ordered.sort_by(|a, b| (&a.event_id, &a.webhook_id).cmp(&(&b.event_id, &b.webhook_id)));
                     let mut tx = self.write_tx().await?;
                     let mut added = 0;
-                    for job in jobs {
+                    for job in ordered {
                         added += sqlx::query(q::ENQUEUE_JOB)
                             .bind(&job.id)
                             .bind(&job.event_id)

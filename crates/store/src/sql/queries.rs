@@ -100,6 +100,11 @@ macro_rules! lock_tenant {
         "SELECT id FROM tenants WHERE id = $1"
     };
 }
+macro_rules! lock_user {
+    () => {
+        "SELECT id FROM users WHERE id = $1"
+    };
+}
 macro_rules! unchained_audit {
     () => {
         concat!("SELECT ", audit_cols!(), " FROM audit_events WHERE chain_seq IS NULL ORDER BY seq")
@@ -127,6 +132,9 @@ pub mod locking {
     /// Serialises a tenant's membership, role and invite changes, so rules
     /// spanning several rows (the last `super_admin`, a role in use) hold.
     pub const LOCK_TENANT: &str = concat!(lock_tenant!(), " FOR UPDATE");
+    /// Serialises a user's password resets: taken before any reset token
+    /// is touched, so two resets of one user cannot deadlock.
+    pub const LOCK_USER: &str = concat!(lock_user!(), " FOR UPDATE");
     /// Audit rows from before the hash chain; two stores starting together
     /// chain each row once (the second finds them chained after the wait).
     pub const UNCHAINED_AUDIT: &str = concat!(unchained_audit!(), " FOR UPDATE");
@@ -140,6 +148,7 @@ pub mod locking {
 pub mod plain {
     pub const KEY_STATE: &str = key_state!();
     pub const LOCK_TENANT: &str = lock_tenant!();
+    pub const LOCK_USER: &str = lock_user!();
     pub const UNCHAINED_AUDIT: &str = unchained_audit!();
     pub const CLAIM_JOBS: &str = claim_jobs!("");
 }
@@ -394,6 +403,7 @@ pub const ACCEPT_INVITE: &str = concat!(
 );
 pub const INSERT_RESET: &str =
     "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5)";
+pub const RESET_USER: &str = "SELECT user_id FROM password_resets WHERE token_hash = $1";
 /// Single use, as `ACCEPT_INVITE`.
 pub const CONSUME_RESET: &str = "UPDATE password_resets SET used_at = $2 \
      WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id";
