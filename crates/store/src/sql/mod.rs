@@ -16,8 +16,12 @@
 //!
 //! Rules that must hold under concurrency are held by the database: unique
 //! indexes (one free app per tenant, one setup, one active signing key per
-//! tenant), compare-and-set updates (refresh-token rotation, plan changes)
-//! and locked reads inside the write transaction (key revocation), never
+//! tenant, one job per event and webhook), compare-and-set updates
+//! (refresh-token rotation, plan changes, single-use invite and reset
+//! tokens, TOTP steps, recovery codes), upserts that lock a counter row
+//! (document seqs, audit chain heads) and locked reads inside the write
+//! transaction (key revocation; the tenant row for the last-`super_admin`
+//! and role-in-use rules; `SKIP LOCKED` webhook job claims), never
 //! read-then-write in Rust across transactions.
 
 #[macro_use]
