@@ -235,6 +235,9 @@ impl AppState {
             target_id: target.map(|(_, id)| id),
             ip: actor.ip.clone(),
             details,
+            chain_seq: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
         };
         if let Err(e) = self.store.append_audit(&event).await {
             tracing::error!(error = %e, action = action.as_str(), "failed to append audit event");

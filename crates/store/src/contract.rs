@@ -13,13 +13,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::{
-    AppRecord, AuditRecord, DocKey, DocRecord, DocState, InvoiceRecord, RefreshKind, RefreshTokenRecord, RotateOutcome,
-    SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
+    AppRecord, AuditFilter, AuditRecord, CustomRoleRecord, DeliveryRecord, DocKey, DocRecord, DocState, InviteAcceptor,
+    InviteRecord, InvoiceRecord, JobNext, JobStatus, MemberRecord, MfaRecord, PasswordResetRecord, RefreshKind,
+    RefreshTokenRecord, RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
+    WebhookJobRecord, WebhookRecord,
 };
+use domain::audit::{ChainBreak, GENESIS_HASH};
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
 use domain::keys::KeyState;
 use domain::plan::PlanId;
 use domain::proration::InvoiceLine;
+use domain::role::{Action, Resource};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -86,6 +90,26 @@ macro_rules! for_each_contract_test {
             docs_load_is_consistent_under_compaction,
             docs_log_stats,
             docs_large_batch_across_docs,
+            audit_chain_links_verify,
+            audit_appends_under_concurrency,
+            audit_filters_and_pages,
+            members_add_list_change_remove,
+            members_last_super_admin_under_concurrency,
+            custom_roles_crud_and_in_use,
+            custom_role_delete_races_assignment,
+            invites_create_list_accept,
+            invite_accept_under_concurrency,
+            password_reset_ends_everything,
+            password_reset_under_concurrency,
+            mfa_pending_enable_disable,
+            mfa_totp_step_under_concurrency,
+            mfa_recovery_code_under_concurrency,
+            mfa_enable_under_concurrency,
+            mfa_rewrap_and_list_all,
+            webhooks_crud_and_scoping,
+            webhook_outbox_lifecycle,
+            webhook_enqueue_under_concurrency,
+            webhook_claims_under_concurrency,
         ];
     };
 }
@@ -1109,6 +1133,9 @@ pub async fn audit_is_newest_first(store: &dyn Store) {
         target_id: Some(AppId::new().to_string()),
         ip: Some("192.0.2.1".to_owned()),
         details: serde_json::json!({"n": n, "nested": {"ok": true}}),
+        chain_seq: 0,
+        prev_hash: String::new(),
+        hash: String::new(),
     };
     let tenant_events: Vec<_> = (0..3).map(|n| event(Some(t.id), n)).collect();
     let platform_events: Vec<_> = (0..2)
@@ -1131,7 +1158,14 @@ pub async fn audit_is_newest_first(store: &dyn Store) {
     assert_eq!(actions, vec!["test.event_2", "test.event_1", "test.event_0"]);
     assert!(listed.windows(2).all(|w| w[0].seq > w[1].seq));
     for (got, want) in listed.iter().rev().zip(&tenant_events) {
-        assert_eq!(got, &AuditRecord { seq: got.seq, ..want.clone() });
+        let stored = AuditRecord {
+            seq: got.seq,
+            chain_seq: got.chain_seq,
+            prev_hash: got.prev_hash.clone(),
+            hash: got.hash.clone(),
+            ..want.clone()
+        };
+        assert_eq!(got, &stored);
     }
     assert_eq!(store.list_audit(Some(t.id), 1).await.unwrap(), listed[..1].to_vec());
 
@@ -1596,4 +1630,967 @@ pub async fn docs_large_batch_across_docs(store: &dyn Store) {
     let next: Vec<_> = keys.iter().rev().map(|k| (k.clone(), vec![1])).collect();
     assert_eq!(store.append_doc_updates(&next, t0).await.unwrap(), vec![101; 5]);
     assert_eq!(store.count_docs(a.id).await.unwrap(), 5);
+}
+
+// ---- audit hash chain ----------------------------------------------------------
+
+pub fn audit_event(tenant_id: Option<TenantId>, action: &str) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        tenant_id,
+        at: now(),
+        actor_type: "user".to_owned(),
+        actor_id: Some(UserId::new().to_string()),
+        action: action.to_owned(),
+        target_type: Some("app".to_owned()),
+        target_id: Some(AppId::new().to_string()),
+        ip: Some("198.51.100.7".to_owned()),
+        details: serde_json::json!({"z": 1, "a": [true, null, 2.5], "s": "ü"}),
+        chain_seq: 0,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+/// Verifies one chain with [`crate::verify_audit_chain`], reading `page`
+/// rows at a time.
+pub async fn verify_chain(store: &dyn Store, tenant: Option<TenantId>, page: u32) -> Result<u64, ChainBreak> {
+    crate::verify_audit_chain(store, tenant, page).await.unwrap()
+}
+
+pub async fn audit_chain_links_verify(store: &dyn Store) {
+    let (_, t, _) = owner_with_tenant(store).await;
+    let (_, other, _) = owner_with_tenant(store).await;
+    assert_eq!(store.audit_head(Some(t.id)).await.unwrap(), None);
+    assert_eq!(verify_chain(store, Some(t.id), 10).await, Ok(0));
+
+    store.append_audit(&audit_event(Some(t.id), "test.first")).await.unwrap();
+    // One batch over three chains, interleaved: each keeps its own order.
+    let batch = vec![
+        audit_event(Some(other.id), "test.other_1"),
+        audit_event(Some(t.id), "test.second"),
+        audit_event(None, "test.platform"),
+        audit_event(Some(other.id), "test.other_2"),
+        audit_event(Some(t.id), "test.third"),
+    ];
+    store.append_audit_many(&batch).await.unwrap();
+    store.append_audit_many(&[]).await.unwrap();
+    store.append_audit(&audit_event(Some(t.id), "test.fourth")).await.unwrap();
+
+    let rows = store.audit_chain_rows(Some(t.id), 0, 100).await.unwrap();
+    let actions: Vec<_> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, vec!["test.first", "test.second", "test.third", "test.fourth"]);
+    let mut prev = GENESIS_HASH.to_owned();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.chain_seq, i64::try_from(i).unwrap() + 1);
+        assert_eq!(row.prev_hash, prev);
+        assert_eq!(row.hash, row.chain_hash(row.chain_seq, &row.prev_hash));
+        assert_eq!(row.hash.len(), 64);
+        prev = row.hash.clone();
+    }
+    assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(store.audit_head(Some(t.id)).await.unwrap(), Some((4, prev)));
+    // The stored fields are the ones hashed: the record reads back as given.
+    let want = AuditRecord {
+        seq: rows[1].seq,
+        chain_seq: 2,
+        prev_hash: rows[0].hash.clone(),
+        hash: rows[1].hash.clone(),
+        ..batch[1].clone()
+    };
+    assert_eq!(rows[1], want);
+
+    // Pages of any size verify; so do the other chains.
+    for page in [1, 3, 100] {
+        assert_eq!(verify_chain(store, Some(t.id), page).await, Ok(4));
+    }
+    assert_eq!(verify_chain(store, Some(other.id), 1).await, Ok(2));
+    assert!(verify_chain(store, None, 50).await.unwrap() >= 1);
+    assert_eq!(store.audit_chain_rows(Some(t.id), 2, 1).await.unwrap(), rows[2..3].to_vec());
+    assert_eq!(store.audit_chain_rows(Some(t.id), 4, 10).await.unwrap(), vec![]);
+
+    let chains = store.audit_chains().await.unwrap();
+    assert!(chains.contains(&Some(t.id)) && chains.contains(&Some(other.id)) && chains.contains(&None));
+    assert_eq!(chains[0], None, "the platform chain comes first");
+    assert!(!chains.contains(&Some(TenantId::new())));
+    // Nothing to chain: every row got its links on append.
+    assert_eq!(store.backfill_audit_chain().await.unwrap(), 0);
+}
+
+pub async fn audit_appends_under_concurrency(store: &dyn Store) {
+    let (_, t, _) = owner_with_tenant(store).await;
+    let (_, u, _) = owner_with_tenant(store).await;
+    let events: Vec<_> = (0..16).map(|n| audit_event(Some(t.id), &format!("test.concurrent_{n}"))).collect();
+    let results = join_all(events.iter().map(|e| store.append_audit(e)).collect()).await;
+    assert!(results.into_iter().all(|r| r.is_ok()));
+    let rows = store.audit_chain_rows(Some(t.id), 0, 100).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.chain_seq).collect::<Vec<_>>(), (1..=16).collect::<Vec<_>>());
+    let mut actions: Vec<_> = rows.iter().map(|r| r.action.clone()).collect();
+    actions.sort_unstable();
+    let mut want: Vec<_> = events.iter().map(|e| e.action.clone()).collect();
+    want.sort_unstable();
+    assert_eq!(actions, want);
+    assert_eq!(verify_chain(store, Some(t.id), 5).await, Ok(16));
+
+    // Batches over two chains, in opposite orders, neither deadlock nor fork.
+    let batches: Vec<Vec<AuditRecord>> = (0..8)
+        .map(|n| {
+            let (a, b) = if n % 2 == 0 { (t.id, u.id) } else { (u.id, t.id) };
+            vec![audit_event(Some(a), "test.batch"), audit_event(Some(b), "test.batch")]
+        })
+        .collect();
+    let results = join_all(batches.iter().map(|b| store.append_audit_many(b)).collect()).await;
+    assert!(results.into_iter().all(|r| r.is_ok()));
+    assert_eq!(verify_chain(store, Some(t.id), 7).await, Ok(24));
+    assert_eq!(verify_chain(store, Some(u.id), 7).await, Ok(8));
+}
+
+pub async fn audit_filters_and_pages(store: &dyn Store) {
+    let (_, t, _) = owner_with_tenant(store).await;
+    let t0 = now() - Duration::hours(1);
+    let alice = UserId::new().to_string();
+    let mut events = Vec::new();
+    for n in 0..10_i64 {
+        let action = if n % 2 == 0 { "app.created" } else { "app.deleted" };
+        let actor = if n < 5 { alice.clone() } else { UserId::new().to_string() };
+        events.push(AuditRecord {
+            at: t0 + Duration::minutes(n),
+            actor_id: Some(actor),
+            ..audit_event(Some(t.id), action)
+        });
+    }
+    store.append_audit_many(&events).await.unwrap();
+    // Another tenant's and platform entries never show.
+    store.append_audit(&audit_event(None, "app.created")).await.unwrap();
+    let (_, other, _) = owner_with_tenant(store).await;
+    store.append_audit(&audit_event(Some(other.id), "app.created")).await.unwrap();
+
+    let all = AuditFilter { tenant: Some(t.id), ..AuditFilter::default() };
+    let list = |filter: AuditFilter, before, limit| async move {
+        store.list_audit_page(&filter, before, limit).await.unwrap()
+    };
+    let page = list(all.clone(), None, 100).await;
+    assert_eq!(page.next_after, None);
+    let ats: Vec<_> = page.items.iter().map(|e| e.at).collect();
+    assert_eq!(ats, events.iter().rev().map(|e| e.at).collect::<Vec<_>>());
+    assert!(page.items.windows(2).all(|w| w[0].seq > w[1].seq));
+
+    // Pages of 4: 4, 4, 2, each starting below the last one's seq.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let p = list(all.clone(), before, 4).await;
+        seen.extend(p.items.iter().map(|e| e.seq));
+        match p.next_after {
+            Some(next) => before = Some(next.parse::<i64>().unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, page.items.iter().map(|e| e.seq).collect::<Vec<_>>());
+
+    let count = |p: crate::Page<AuditRecord>| p.items.len();
+    let by_action = AuditFilter { action: Some("app.deleted".to_owned()), ..all.clone() };
+    let deleted = list(by_action.clone(), None, 100).await;
+    assert_eq!(deleted.items.len(), 5);
+    assert!(deleted.items.iter().all(|e| e.action == "app.deleted"));
+    let by_actor = AuditFilter { actor_id: Some(alice.clone()), ..all.clone() };
+    assert_eq!(count(list(by_actor.clone(), None, 100).await), 5);
+    let both = AuditFilter { action: Some("app.created".to_owned()), ..by_actor };
+    assert_eq!(count(list(both, None, 100).await), 3);
+    // `since` and `until` both include their instant.
+    let window =
+        AuditFilter { since: Some(t0 + Duration::minutes(2)), until: Some(t0 + Duration::minutes(6)), ..all.clone() };
+    let w = list(window, None, 100).await;
+    assert_eq!(
+        w.items.iter().map(|e| e.at).collect::<Vec<_>>(),
+        (2..=6).rev().map(|n| t0 + Duration::minutes(n)).collect::<Vec<_>>()
+    );
+    let since = AuditFilter { since: Some(t0 + Duration::minutes(8)), ..by_action };
+    assert_eq!(count(list(since, None, 100).await), 1);
+    let nothing = AuditFilter { action: Some("no.such".to_owned()), ..all.clone() };
+    assert_eq!(list(nothing, None, 100).await, crate::Page { items: vec![], next_after: None });
+    assert_eq!(count(list(all.clone(), Some(page.items[9].seq), 100).await), 0);
+    assert_eq!(count(list(AuditFilter { tenant: Some(TenantId::new()), ..all }, None, 100).await), 0);
+
+    // The platform filter sees platform entries only.
+    let platform = list(AuditFilter::default(), None, 500).await;
+    assert!(!platform.items.is_empty());
+    assert!(platform.items.iter().all(|e| e.tenant_id.is_none()));
+}
+
+// ---- members -----------------------------------------------------------------
+
+/// A fresh user who is a member of `tenant` with `role`.
+async fn member(store: &dyn Store, tenant: TenantId, role: &str) -> UserRecord {
+    let u = user();
+    store.create_user(&u).await.unwrap();
+    store.add_membership(tenant, u.id, role, now()).await.unwrap();
+    u
+}
+
+pub async fn members_add_list_change_remove(store: &dyn Store) {
+    let (owner, t, _) = owner_with_tenant(store).await;
+    let t0 = now();
+    let admin = member(store, t.id, "admin").await;
+    let viewer = member(store, t.id, "viewer").await;
+    assert_eq!(store.get_membership(t.id, admin.id).await.unwrap().as_deref(), Some("admin"));
+    assert_conflict(store.add_membership(t.id, admin.id, "viewer", t0).await, "already_member");
+    assert_not_found(store.add_membership(t.id, UserId::new(), "viewer", t0).await);
+    assert_not_found(store.add_membership(TenantId::new(), admin.id, "viewer", t0).await);
+    let stranger = user();
+    store.create_user(&stranger).await.unwrap();
+    assert_conflict(store.add_membership(t.id, stranger.id, "ghost", t0).await, "unknown_role");
+    assert_eq!(store.get_membership(t.id, stranger.id).await.unwrap(), None);
+
+    // Listed by user id, with email, role and whether MFA is on.
+    store.put_pending_mfa(viewer.id, &[1, 2], 1, t0).await.unwrap();
+    store.enable_mfa(viewer.id, 1, &[], t0).await.unwrap();
+    let mut want: Vec<_> = [(&owner, "super_admin", false), (&admin, "admin", false), (&viewer, "viewer", true)]
+        .into_iter()
+        .map(|(u, role, mfa_enabled)| MemberRecord {
+            user_id: u.id,
+            email: u.email.clone(),
+            role: role.to_owned(),
+            mfa_enabled,
+            joined_at: t0,
+        })
+        .collect();
+    want.sort_by_key(|m| m.user_id);
+    let all = store.list_members(t.id, None, 10).await.unwrap();
+    assert_eq!(all.items.len(), 3);
+    for (got, want) in all.items.iter().zip(&want) {
+        assert!(got.joined_at >= t0 - Duration::seconds(5) && got.joined_at <= now());
+        assert_eq!(got, &MemberRecord { joined_at: got.joined_at, ..want.clone() });
+    }
+    let first = store.list_members(t.id, None, 2).await.unwrap();
+    assert_eq!(first.items, all.items[..2].to_vec());
+    assert_eq!(first.next_after, Some(all.items[1].user_id.to_string()));
+    let rest = store.list_members(t.id, first.next_after.as_deref(), 2).await.unwrap();
+    assert_eq!((rest.items, rest.next_after), (all.items[2..].to_vec(), None));
+    assert_eq!(store.list_members(TenantId::new(), None, 10).await.unwrap().items, vec![]);
+
+    store.set_member_role(t.id, viewer.id, "editor").await.unwrap();
+    assert_eq!(store.get_membership(t.id, viewer.id).await.unwrap().as_deref(), Some("editor"));
+    assert_not_found(store.set_member_role(t.id, stranger.id, "editor").await);
+    assert_conflict(store.set_member_role(t.id, viewer.id, "ghost").await, "unknown_role");
+    store.remove_membership(t.id, viewer.id).await.unwrap();
+    assert_eq!(store.get_membership(t.id, viewer.id).await.unwrap(), None);
+    assert_not_found(store.remove_membership(t.id, viewer.id).await);
+
+    // The last super_admin can be neither demoted nor removed…
+    assert_conflict(store.set_member_role(t.id, owner.id, "admin").await, "last_super_admin");
+    assert_conflict(store.remove_membership(t.id, owner.id).await, "last_super_admin");
+    assert_eq!(store.get_membership(t.id, owner.id).await.unwrap().as_deref(), Some("super_admin"));
+    // …but once there is another, either may go.
+    store.set_member_role(t.id, admin.id, "super_admin").await.unwrap();
+    store.set_member_role(t.id, owner.id, "super_admin").await.unwrap();
+    store.remove_membership(t.id, owner.id).await.unwrap();
+    assert_conflict(store.set_member_role(t.id, admin.id, "viewer").await, "last_super_admin");
+}
+
+pub async fn members_last_super_admin_under_concurrency(store: &dyn Store) {
+    for round in 0..4 {
+        let (owner, t, _) = owner_with_tenant(store).await;
+        let second = member(store, t.id, "super_admin").await;
+        let ids = [owner.id, second.id];
+        let results = if round % 2 == 0 {
+            join_all(ids.iter().map(|&u| store.set_member_role(t.id, u, "admin")).collect()).await
+        } else {
+            join_all(ids.iter().map(|&u| store.remove_membership(t.id, u)).collect()).await
+        };
+        let wins = results.into_iter().filter(|r| ok_or_conflict_any(r, "last_super_admin")).count();
+        assert_eq!(wins, 1, "round {round}");
+        let members = store.list_members(t.id, None, 10).await.unwrap().items;
+        assert_eq!(members.iter().filter(|m| m.role == "super_admin").count(), 1, "round {round}");
+    }
+}
+
+fn ok_or_conflict_any(result: &crate::Result<()>, code: &str) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(StoreError::Conflict(c)) if *c == code => false,
+        other => panic!("expected Ok or Conflict({code:?}), got {other:?}"),
+    }
+}
+
+// ---- custom roles ----------------------------------------------------------------
+
+pub async fn custom_roles_crud_and_in_use(store: &dyn Store) {
+    let (owner, t, _) = owner_with_tenant(store).await;
+    let t0 = now();
+    let role = |name: &str| CustomRoleRecord {
+        tenant_id: t.id,
+        name: name.to_owned(),
+        permissions: vec![(Resource::Apps, Action::Read), (Resource::Webhooks, Action::Update)],
+        created_at: t0,
+        updated_at: t0,
+    };
+    let auditor = role("auditor");
+    store.create_role(&auditor).await.unwrap();
+    store.create_role(&CustomRoleRecord { permissions: vec![], ..role("billing-clerk") }).await.unwrap();
+    assert_conflict(store.create_role(&auditor).await, "role_exists");
+    assert_conflict(store.create_role(&role("admin")).await, "role_exists");
+    assert_not_found(store.create_role(&CustomRoleRecord { tenant_id: TenantId::new(), ..role("x") }).await);
+
+    assert_eq!(store.get_role(t.id, "auditor").await.unwrap(), Some(auditor.clone()));
+    assert_eq!(store.get_role(t.id, "nobody").await.unwrap(), None);
+    let (_, other, _) = owner_with_tenant(store).await;
+    assert_eq!(store.get_role(other.id, "auditor").await.unwrap(), None);
+    let names: Vec<_> = store.list_roles(t.id).await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, vec!["auditor", "billing-clerk"]);
+    assert_eq!(store.list_roles(other.id).await.unwrap(), vec![]);
+
+    let t1 = t0 + Duration::minutes(1);
+    let perms = vec![(Resource::Audit, Action::Read), (Resource::Members, Action::Delete)];
+    store.update_role_permissions(t.id, "auditor", &perms, t1).await.unwrap();
+    let updated = CustomRoleRecord { permissions: perms.clone(), updated_at: t1, ..auditor.clone() };
+    assert_eq!(store.get_role(t.id, "auditor").await.unwrap(), Some(updated));
+    assert_not_found(store.update_role_permissions(t.id, "nobody", &perms, t1).await);
+
+    // In use by a member: kept.
+    let m = member(store, t.id, "auditor").await;
+    assert_conflict(store.delete_role(t.id, "auditor", t1).await, "role_in_use");
+    assert!(store.get_role(t.id, "auditor").await.unwrap().is_some());
+    store.remove_membership(t.id, m.id).await.unwrap();
+    // In use by a live invite: kept; by an expired one only: deletable.
+    let inv = invite(t.id, owner.id, "auditor", t1 + Duration::days(7));
+    store.create_invite(&inv).await.unwrap();
+    assert_conflict(store.delete_role(t.id, "auditor", t1).await, "role_in_use");
+    store.delete_role(t.id, "auditor", inv.expires_at).await.unwrap();
+    assert_eq!(store.get_role(t.id, "auditor").await.unwrap(), None);
+    assert_not_found(store.delete_role(t.id, "auditor", t1).await);
+    // Gone: nobody can be given it any more.
+    assert_conflict(store.add_membership(t.id, m.id, "auditor", t1).await, "unknown_role");
+    store.delete_role(t.id, "billing-clerk", t1).await.unwrap();
+    assert_eq!(store.list_roles(t.id).await.unwrap(), vec![]);
+}
+
+pub async fn custom_role_delete_races_assignment(store: &dyn Store) {
+    let (owner, t, _) = owner_with_tenant(store).await;
+    let t0 = now();
+    for round in 0..4 {
+        let name = format!("racer-{round}");
+        let role = CustomRoleRecord {
+            tenant_id: t.id,
+            name: name.clone(),
+            permissions: vec![(Resource::Documents, Action::Read)],
+            created_at: t0,
+            updated_at: t0,
+        };
+        store.create_role(&role).await.unwrap();
+        let u = user();
+        store.create_user(&u).await.unwrap();
+        let inv = invite(t.id, owner.id, &name, t0 + Duration::days(1));
+        let (deleted, assigned) = if round % 2 == 0 {
+            let delete = store.delete_role(t.id, &name, t0);
+            let add = store.add_membership(t.id, u.id, &name, t0);
+            let mut r = join_all(vec![Box::pin(delete) as Boxed<'_, _>, Box::pin(add)]).await;
+            let add = r.pop().unwrap();
+            (r.pop().unwrap(), add)
+        } else {
+            let delete = store.delete_role(t.id, &name, t0);
+            let add = store.create_invite(&inv);
+            let mut r = join_all(vec![Box::pin(delete) as Boxed<'_, _>, Box::pin(add)]).await;
+            let add = r.pop().unwrap();
+            (r.pop().unwrap(), add)
+        };
+        // Never both: a role is not deleted from under a member or an invite.
+        let deleted = ok_or_conflict(deleted, "role_in_use");
+        let assigned = ok_or_conflict(assigned, "unknown_role");
+        assert!(deleted != assigned, "round {round}: deleted {deleted}, assigned {assigned}");
+        assert_eq!(store.get_role(t.id, &name).await.unwrap().is_some(), assigned);
+    }
+}
+
+// ---- invites ---------------------------------------------------------------------
+
+pub fn invite(tenant: TenantId, by: UserId, role: &str, expires_at: OffsetDateTime) -> InviteRecord {
+    InviteRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: tenant,
+        email: format!("invitee-{}@example.test", unique()),
+        role: role.to_owned(),
+        token_hash: unique(),
+        invited_by: by,
+        created_at: now(),
+        expires_at,
+        accepted_at: None,
+        accepted_by: None,
+    }
+}
+
+pub async fn invites_create_list_accept(store: &dyn Store) {
+    let (owner, t, _) = owner_with_tenant(store).await;
+    let t0 = now();
+    let week = t0 + Duration::days(7);
+    let a = invite(t.id, owner.id, "editor", week);
+    let b = invite(t.id, owner.id, "viewer", week);
+    let expired = invite(t.id, owner.id, "viewer", t0 - Duration::seconds(1));
+    for i in [&a, &b, &expired] {
+        store.create_invite(i).await.unwrap();
+    }
+    assert_conflict(store.create_invite(&invite(t.id, owner.id, "ghost", week)).await, "unknown_role");
+    assert_not_found(store.create_invite(&invite(TenantId::new(), owner.id, "viewer", week)).await);
+    let clash = InviteRecord { token_hash: a.token_hash.clone(), ..invite(t.id, owner.id, "viewer", week) };
+    assert_conflict(store.create_invite(&clash).await, "token_taken");
+    assert_eq!(store.get_invite_by_token(&a.token_hash).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_invite_by_token("nope").await.unwrap(), None);
+
+    let first = store.list_invites(t.id, None, 2).await.unwrap();
+    assert_eq!(first.items, vec![a.clone(), b.clone()]);
+    let rest = store.list_invites(t.id, first.next_after.as_deref(), 2).await.unwrap();
+    assert_eq!((rest.items, rest.next_after), (vec![expired.clone()], None));
+
+    // A newcomer: the user and the membership appear together.
+    let newcomer = UserRecord { email: a.email.clone(), ..user() };
+    let accepted = store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&newcomer), t0).await.unwrap();
+    assert_eq!(accepted, InviteRecord { accepted_at: Some(t0), accepted_by: Some(newcomer.id), ..a.clone() });
+    assert_eq!(store.get_invite_by_token(&a.token_hash).await.unwrap(), Some(accepted));
+    assert_eq!(store.get_user(newcomer.id).await.unwrap(), Some(newcomer.clone()));
+    assert_eq!(store.get_membership(t.id, newcomer.id).await.unwrap().as_deref(), Some("editor"));
+    // Single use; expired and unknown tokens are refused alike.
+    let again = user();
+    assert_conflict(store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&again), t0).await, "invalid_token");
+    assert_eq!(store.get_user(again.id).await.unwrap(), None);
+    let existing = user();
+    store.create_user(&existing).await.unwrap();
+    for token in [expired.token_hash.as_str(), "unknown"] {
+        assert_conflict(store.accept_invite(token, InviteAcceptor::Existing(existing.id), t0).await, "invalid_token");
+    }
+    assert_conflict(
+        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), week).await,
+        "invalid_token",
+    );
+    // Accepted invites leave the pending list.
+    let pending: Vec<_> = store.list_invites(t.id, None, 10).await.unwrap().items;
+    assert_eq!(pending, vec![b.clone(), expired.clone()]);
+
+    // Refusals roll back: the invite stays usable, nothing else is stored.
+    let taken = UserRecord { email: owner.email.clone(), ..user() };
+    assert_conflict(store.accept_invite(&b.token_hash, InviteAcceptor::NewUser(&taken), t0).await, "email_taken");
+    assert_conflict(store.accept_invite(&b.token_hash, InviteAcceptor::Existing(owner.id), t0).await, "already_member");
+    assert_eq!(store.get_invite_by_token(&b.token_hash).await.unwrap(), Some(b.clone()));
+    assert_eq!(store.get_user(taken.id).await.unwrap(), None);
+    assert_eq!(store.get_membership(t.id, owner.id).await.unwrap().as_deref(), Some("super_admin"));
+    // An existing account joins.
+    let joined = store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), t0).await.unwrap();
+    assert_eq!(joined.accepted_by, Some(existing.id));
+    assert_eq!(store.get_membership(t.id, existing.id).await.unwrap().as_deref(), Some("viewer"));
+
+    // Deleting: pending invites of this tenant only.
+    let (_, other, _) = owner_with_tenant(store).await;
+    assert!(!store.delete_invite(other.id, &expired.id).await.unwrap());
+    assert!(!store.delete_invite(t.id, &b.id).await.unwrap(), "accepted invites are history");
+    assert!(store.delete_invite(t.id, &expired.id).await.unwrap());
+    assert!(!store.delete_invite(t.id, &expired.id).await.unwrap());
+    assert_eq!(store.list_invites(t.id, None, 10).await.unwrap().items, vec![]);
+}
+
+pub async fn invite_accept_under_concurrency(store: &dyn Store) {
+    let (owner, t, _) = owner_with_tenant(store).await;
+    let t0 = now();
+    let inv = invite(t.id, owner.id, "viewer", t0 + Duration::days(7));
+    store.create_invite(&inv).await.unwrap();
+    let users: Vec<_> = (0..8).map(|_| user()).collect();
+    let results =
+        join_all(users.iter().map(|u| store.accept_invite(&inv.token_hash, InviteAcceptor::NewUser(u), t0)).collect())
+            .await;
+    let mut winners = Vec::new();
+    for (u, r) in users.iter().zip(results) {
+        match r {
+            Ok(accepted) => winners.push((u, accepted)),
+            other => assert_conflict(other, "invalid_token"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let (winner, accepted) = &winners[0];
+    assert_eq!(accepted.accepted_by, Some(winner.id));
+    for u in &users {
+        let stored = store.get_user(u.id).await.unwrap();
+        assert_eq!(stored.is_some(), u.id == winner.id);
+    }
+    assert_eq!(store.list_members(t.id, None, 10).await.unwrap().items.len(), 2);
+}
+
+// ---- password resets ---------------------------------------------------------------
+
+pub fn reset(user: UserId, expires_at: OffsetDateTime) -> PasswordResetRecord {
+    PasswordResetRecord { token_hash: unique(), user_id: user, created_at: now(), expires_at, used_at: None }
+}
+
+pub async fn password_reset_ends_everything(store: &dyn Store) {
+    let (alice, bob) = (user(), user());
+    store.create_user(&alice).await.unwrap();
+    store.create_user(&bob).await.unwrap();
+    let t0 = now();
+    let later = t0 + Duration::minutes(30);
+    let session =
+        |user_id| SessionRecord { token_hash: unique(), user_id, created_at: t0, expires_at: later, family_id: None };
+    let (s1, s2, bobs) = (session(alice.id), session(alice.id), session(bob.id));
+    for s in [&s1, &s2, &bobs] {
+        store.create_session(s).await.unwrap();
+    }
+    let token = |u: &UserRecord| refresh(RefreshKind::User, &u.id.to_string(), FamilyId::new(), t0 + Duration::days(1));
+    let (r1, bob_token) = (token(&alice), token(&bob));
+    let old_revocation = t0 - Duration::hours(1);
+    let r2 = RefreshTokenRecord { revoked_at: Some(old_revocation), ..token(&alice) };
+    for r in [&r1, &r2, &bob_token] {
+        store.insert_refresh_token(r).await.unwrap();
+    }
+    let (first, second) = (reset(alice.id, later), reset(alice.id, later));
+    let expired = reset(alice.id, t0);
+    for r in [&first, &second, &expired] {
+        store.create_password_reset(r).await.unwrap();
+    }
+    assert_not_found(store.create_password_reset(&reset(UserId::new(), later)).await);
+
+    assert_conflict(store.consume_password_reset(&expired.token_hash, "$new", t0).await, "invalid_token");
+    assert_conflict(store.consume_password_reset("unknown", "$new", t0).await, "invalid_token");
+    assert_eq!(store.get_user(alice.id).await.unwrap(), Some(alice.clone()));
+
+    assert_eq!(store.consume_password_reset(&first.token_hash, "$argon2id$new", t0).await.unwrap(), alice.id);
+    assert_eq!(store.get_user(alice.id).await.unwrap().unwrap().password_hash, "$argon2id$new");
+    for s in [&s1, &s2] {
+        assert_eq!(store.get_session(&s.token_hash).await.unwrap(), None);
+    }
+    assert_eq!(store.get_refresh_token(&r1.token_hash).await.unwrap().unwrap().revoked_at, Some(t0));
+    assert_eq!(store.get_refresh_token(&r2.token_hash).await.unwrap().unwrap().revoked_at, Some(old_revocation));
+    // Bob keeps everything.
+    assert_eq!(store.get_session(&bobs.token_hash).await.unwrap(), Some(bobs.clone()));
+    assert_eq!(store.get_refresh_token(&bob_token.token_hash).await.unwrap(), Some(bob_token.clone()));
+    assert_eq!(store.get_user(bob.id).await.unwrap(), Some(bob.clone()));
+    // Used, and the user's other outstanding token with it.
+    assert_conflict(store.consume_password_reset(&first.token_hash, "$again", t0).await, "invalid_token");
+    assert_conflict(store.consume_password_reset(&second.token_hash, "$again", t0).await, "invalid_token");
+    assert_eq!(store.get_user(alice.id).await.unwrap().unwrap().password_hash, "$argon2id$new");
+
+    store.set_user_password(alice.id, "$argon2id$set").await.unwrap();
+    assert_eq!(store.get_user(alice.id).await.unwrap().unwrap().password_hash, "$argon2id$set");
+    assert_not_found(store.set_user_password(UserId::new(), "$x").await);
+}
+
+pub async fn password_reset_under_concurrency(store: &dyn Store) {
+    let u = user();
+    store.create_user(&u).await.unwrap();
+    let t0 = now();
+    let r = reset(u.id, t0 + Duration::minutes(30));
+    store.create_password_reset(&r).await.unwrap();
+    let hashes: Vec<String> = (0..8).map(|n| format!("$argon2id$parallel{n}")).collect();
+    let results = join_all(hashes.iter().map(|h| store.consume_password_reset(&r.token_hash, h, t0)).collect()).await;
+    let mut winners = Vec::new();
+    for (h, result) in hashes.iter().zip(results) {
+        match result {
+            Ok(id) => {
+                assert_eq!(id, u.id);
+                winners.push(h);
+            }
+            Err(e) => assert_conflict::<()>(Err(e), "invalid_token"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    assert_eq!(&store.get_user(u.id).await.unwrap().unwrap().password_hash, winners[0]);
+
+    // Different tokens of one user: a reset spends them all, so one wins.
+    for round in 0..3 {
+        let resets: Vec<_> = (0..4).map(|_| reset(u.id, t0 + Duration::minutes(30))).collect();
+        for r in &resets {
+            store.create_password_reset(r).await.unwrap();
+        }
+        let results =
+            join_all(resets.iter().map(|r| store.consume_password_reset(&r.token_hash, "$argon2id$x", t0)).collect())
+                .await;
+        let mut wins = 0;
+        for result in results {
+            match result {
+                Ok(id) => {
+                    assert_eq!(id, u.id);
+                    wins += 1;
+                }
+                Err(e) => assert_conflict::<()>(Err(e), "invalid_token"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+// ---- MFA ---------------------------------------------------------------------------
+
+/// A fresh user with MFA enabled at `step`, with the given recovery codes.
+async fn mfa_user(store: &dyn Store, step: i64, codes: &[String]) -> UserRecord {
+    let u = user();
+    store.create_user(&u).await.unwrap();
+    store.put_pending_mfa(u.id, &[7, 7, 7], 1, now()).await.unwrap();
+    store.enable_mfa(u.id, step, codes, now()).await.unwrap();
+    u
+}
+
+pub async fn mfa_pending_enable_disable(store: &dyn Store) {
+    let u = user();
+    store.create_user(&u).await.unwrap();
+    let t0 = now();
+    assert_eq!(store.get_mfa(u.id).await.unwrap(), None);
+    assert!(!store.consume_totp_step(u.id, 1).await.unwrap());
+    assert_conflict(store.enable_mfa(u.id, 1, &[], t0).await, "mfa_not_pending");
+    assert_not_found(store.put_pending_mfa(UserId::new(), &[1], 1, t0).await);
+
+    // A pending secret is replaced by a new setup, and accepts no code.
+    store.put_pending_mfa(u.id, &[1, 1], 1, t0 - Duration::minutes(5)).await.unwrap();
+    store.put_pending_mfa(u.id, &[2, 2, 2], 2, t0).await.unwrap();
+    let pending = MfaRecord {
+        user_id: u.id,
+        secret_enc: vec![2, 2, 2],
+        master_key_version: 2,
+        created_at: t0,
+        enabled_at: None,
+        last_step: None,
+    };
+    assert_eq!(store.get_mfa(u.id).await.unwrap(), Some(pending.clone()));
+    assert!(!store.consume_totp_step(u.id, 100).await.unwrap());
+
+    let codes: Vec<String> = (0..3).map(|n| format!("code-hash-{n}")).collect();
+    let t1 = t0 + Duration::seconds(30);
+    store.enable_mfa(u.id, 100, &codes, t1).await.unwrap();
+    let enabled = MfaRecord { enabled_at: Some(t1), last_step: Some(100), ..pending };
+    assert_eq!(store.get_mfa(u.id).await.unwrap(), Some(enabled.clone()));
+    assert_conflict(store.enable_mfa(u.id, 101, &[], t1).await, "mfa_not_pending");
+    assert_conflict(store.put_pending_mfa(u.id, &[9], 3, t1).await, "mfa_already_enabled");
+    assert_eq!(store.get_mfa(u.id).await.unwrap(), Some(enabled));
+
+    // The enabling code's step is spent; only later steps pass, each once.
+    for (step, ok) in [(100, false), (99, false), (101, true), (101, false), (103, true), (102, false), (104, true)] {
+        assert_eq!(store.consume_totp_step(u.id, step).await.unwrap(), ok, "step {step}");
+    }
+    assert_eq!(store.get_mfa(u.id).await.unwrap().unwrap().last_step, Some(104));
+
+    assert_eq!(store.unused_recovery_codes(u.id).await.unwrap(), 3);
+    assert!(store.consume_recovery_code(u.id, &codes[1], t1).await.unwrap());
+    assert!(!store.consume_recovery_code(u.id, &codes[1], t1).await.unwrap());
+    assert!(!store.consume_recovery_code(u.id, "not-a-code", t1).await.unwrap());
+    let other = mfa_user(store, 1, &[]).await;
+    assert!(!store.consume_recovery_code(other.id, &codes[0], t1).await.unwrap());
+    assert_eq!(store.unused_recovery_codes(u.id).await.unwrap(), 2);
+
+    assert!(store.disable_mfa(u.id).await.unwrap());
+    assert_eq!(store.get_mfa(u.id).await.unwrap(), None);
+    assert_eq!(store.unused_recovery_codes(u.id).await.unwrap(), 0);
+    assert!(!store.consume_recovery_code(u.id, &codes[0], t1).await.unwrap());
+    assert!(!store.disable_mfa(u.id).await.unwrap());
+    // Set up afresh: the old codes are gone for good.
+    store.put_pending_mfa(u.id, &[3], 1, t1).await.unwrap();
+    store.enable_mfa(u.id, 5, &codes[..1], t1).await.unwrap();
+    assert_eq!(store.unused_recovery_codes(u.id).await.unwrap(), 1);
+    assert!(store.get_mfa(other.id).await.unwrap().is_some());
+}
+
+pub async fn mfa_totp_step_under_concurrency(store: &dyn Store) {
+    let u = mfa_user(store, 10, &[]).await;
+    for step in [11, 12, 13] {
+        let results = join_all((0..8).map(|_| store.consume_totp_step(u.id, step)).collect()).await;
+        let wins = results.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+        assert_eq!(wins, 1, "step {step}");
+    }
+    // Racing steps: the highest always ends up stored, older ones never after it.
+    let results = join_all((20..28).rev().map(|s| store.consume_totp_step(u.id, s)).collect()).await;
+    assert!(results[0].as_ref().unwrap(), "the first, highest step always passes");
+    assert_eq!(store.get_mfa(u.id).await.unwrap().unwrap().last_step, Some(27));
+}
+
+pub async fn mfa_recovery_code_under_concurrency(store: &dyn Store) {
+    let codes = vec!["only-code".to_owned(), "spare".to_owned()];
+    let u = mfa_user(store, 1, &codes).await;
+    let t0 = now();
+    let results = join_all((0..8).map(|_| store.consume_recovery_code(u.id, &codes[0], t0)).collect()).await;
+    assert_eq!(results.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
+    assert_eq!(store.unused_recovery_codes(u.id).await.unwrap(), 1);
+}
+
+pub async fn mfa_enable_under_concurrency(store: &dyn Store) {
+    let u = user();
+    store.create_user(&u).await.unwrap();
+    let t0 = now();
+    store.put_pending_mfa(u.id, &[1], 1, t0).await.unwrap();
+    let code_sets: Vec<Vec<String>> = (0..8).map(|n| vec![format!("set{n}-a"), format!("set{n}-b")]).collect();
+    let results =
+        join_all(code_sets.iter().enumerate().map(|(n, c)| store.enable_mfa(u.id, 50 + n as i64, c, t0)).collect())
+            .await;
+    let mut winner = None;
+    for (n, r) in results.into_iter().enumerate() {
+        if ok_or_conflict(r, "mfa_not_pending") {
+            assert!(winner.replace(n).is_none(), "two enables won");
+        }
+    }
+    let n = winner.unwrap();
+    assert_eq!(store.get_mfa(u.id).await.unwrap().unwrap().last_step, Some(50 + n as i64));
+    // Only the winner's codes are stored.
+    assert_eq!(store.unused_recovery_codes(u.id).await.unwrap(), 2);
+    assert!(store.consume_recovery_code(u.id, &code_sets[n][0], t0).await.unwrap());
+}
+
+pub async fn mfa_rewrap_and_list_all(store: &dyn Store) {
+    let u = mfa_user(store, 1, &[]).await;
+    let pending = user();
+    store.create_user(&pending).await.unwrap();
+    store.put_pending_mfa(pending.id, &[4, 4], 1, now()).await.unwrap();
+    let all = store.list_all_mfa_secrets().await.unwrap();
+    for id in [u.id, pending.id] {
+        assert!(all.iter().any(|m| m.user_id == id));
+    }
+    store.rewrap_mfa_secret(u.id, &[9, 9, 9, 9], 2).await.unwrap();
+    let m = store.get_mfa(u.id).await.unwrap().unwrap();
+    assert_eq!((m.secret_enc, m.master_key_version, m.last_step), (vec![9, 9, 9, 9], 2, Some(1)));
+    assert!(m.enabled_at.is_some());
+    assert_not_found(store.rewrap_mfa_secret(UserId::new(), &[1], 2).await);
+}
+
+// ---- webhooks --------------------------------------------------------------------
+
+pub fn webhook(app: &AppRecord, events: &[&str]) -> WebhookRecord {
+    WebhookRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: app.tenant_id,
+        app_id: app.id,
+        url: format!("https://hooks.example.test/{}", unique()),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        secret_enc: vec![5, 6, 7],
+        master_key_version: 1,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+pub async fn webhooks_crud_and_scoping(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let sibling = app(a.tenant_id, PlanId::Pro);
+    store.create_app(&sibling, None).await.unwrap();
+    let stranger = doc_app(store).await;
+
+    let w1 = webhook(&a, &["document.updated", "app.deleted"]);
+    let w2 = webhook(&a, &["*"]);
+    let w3 = webhook(&sibling, &[]);
+    for w in [&w1, &w2, &w3] {
+        store.create_webhook(w).await.unwrap();
+    }
+    // The app must exist and belong to the tenant.
+    assert_not_found(store.create_webhook(&WebhookRecord { tenant_id: stranger.tenant_id, ..webhook(&a, &[]) }).await);
+    assert_not_found(store.create_webhook(&WebhookRecord { app_id: AppId::new(), ..webhook(&a, &[]) }).await);
+
+    assert_eq!(store.get_webhook(a.tenant_id, a.id, &w1.id).await.unwrap(), Some(w1.clone()));
+    assert_eq!(store.get_webhook(stranger.tenant_id, a.id, &w1.id).await.unwrap(), None);
+    assert_eq!(store.get_webhook(a.tenant_id, sibling.id, &w1.id).await.unwrap(), None);
+    let first = store.list_webhooks(a.id, None, 1).await.unwrap();
+    assert_eq!((first.items.clone(), first.next_after.clone()), (vec![w1.clone()], Some(w1.id.clone())));
+    let rest = store.list_webhooks(a.id, first.next_after.as_deref(), 5).await.unwrap();
+    assert_eq!((rest.items, rest.next_after), (vec![w2.clone()], None));
+    assert_eq!(store.webhooks_for_tenant(a.tenant_id).await.unwrap(), vec![w1.clone(), w2.clone(), w3.clone()]);
+    assert_eq!(store.webhooks_for_tenant(TenantId::new()).await.unwrap(), vec![]);
+
+    let t1 = now() + Duration::minutes(1);
+    let changed = WebhookRecord {
+        url: "https://elsewhere.example.test/hook".to_owned(),
+        events: vec!["member.joined".to_owned()],
+        updated_at: t1,
+        // Neither the secret nor created_at is changed by an update.
+        secret_enc: vec![0],
+        created_at: t1,
+        ..w1.clone()
+    };
+    store.update_webhook(&changed).await.unwrap();
+    let stored = WebhookRecord { secret_enc: w1.secret_enc.clone(), created_at: w1.created_at, ..changed.clone() };
+    assert_eq!(store.get_webhook(a.tenant_id, a.id, &w1.id).await.unwrap(), Some(stored.clone()));
+    assert_not_found(store.update_webhook(&WebhookRecord { tenant_id: stranger.tenant_id, ..changed.clone() }).await);
+
+    store.set_webhook_secret(&w1.id, &[8, 8], 2, t1 + Duration::minutes(1)).await.unwrap();
+    let rotated = store.get_webhook(a.tenant_id, a.id, &w1.id).await.unwrap().unwrap();
+    assert_eq!((rotated.secret_enc, rotated.master_key_version), (vec![8, 8], 2));
+    assert_eq!(rotated.updated_at, t1 + Duration::minutes(1));
+    assert_not_found(store.set_webhook_secret("no-such-hook", &[1], 1, t1).await);
+
+    assert!(store.list_all_webhook_secrets().await.unwrap().iter().any(|w| w.id == w2.id));
+    store.rewrap_webhook_secret(&w2.id, &[4, 3, 2, 1], 3).await.unwrap();
+    let rewrapped = store.get_webhook(a.tenant_id, a.id, &w2.id).await.unwrap().unwrap();
+    assert_eq!(rewrapped, WebhookRecord { secret_enc: vec![4, 3, 2, 1], master_key_version: 3, ..w2.clone() });
+    assert_not_found(store.rewrap_webhook_secret("no-such-hook", &[1], 1).await);
+
+    assert!(!store.delete_webhook(stranger.tenant_id, a.id, &w2.id).await.unwrap());
+    assert!(store.delete_webhook(a.tenant_id, a.id, &w2.id).await.unwrap());
+    assert!(!store.delete_webhook(a.tenant_id, a.id, &w2.id).await.unwrap());
+    // Deleting the app deletes its webhooks.
+    store.delete_app(a.tenant_id, a.id).await.unwrap();
+    assert_eq!(store.webhooks_for_tenant(a.tenant_id).await.unwrap(), vec![w3.clone()]);
+    assert!(store.delete_webhook(a.tenant_id, sibling.id, &w3.id).await.unwrap());
+}
+
+pub fn job(hook: &WebhookRecord, event_id: &str, due: OffsetDateTime) -> WebhookJobRecord {
+    WebhookJobRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        event_id: event_id.to_owned(),
+        webhook_id: hook.id.clone(),
+        tenant_id: hook.tenant_id,
+        event_type: "app.updated".to_owned(),
+        payload: format!(r#"{{"id":"{event_id}","type":"app.updated","data":{{}}}}"#),
+        attempt: 0,
+        status: JobStatus::Pending,
+        next_attempt_at: due,
+        locked_until: None,
+        created_at: due,
+        updated_at: due,
+    }
+}
+
+fn attempt(at: OffsetDateTime, status_code: Option<u16>, error: Option<&str>) -> DeliveryRecord {
+    DeliveryRecord {
+        seq: 0,
+        webhook_id: String::new(),
+        job_id: String::new(),
+        event_id: String::new(),
+        event_type: String::new(),
+        attempt: 0,
+        at,
+        status_code,
+        latency_ms: 42,
+        error: error.map(str::to_owned),
+    }
+}
+
+/// Outbox tests delete their webhooks (and so their jobs) at the end: a
+/// claim takes every due job in the database.
+pub async fn webhook_outbox_lifecycle(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let (hook, other) = (webhook(&a, &["*"]), webhook(&a, &["*"]));
+    store.create_webhook(&hook).await.unwrap();
+    store.create_webhook(&other).await.unwrap();
+    let t0 = now();
+    let event = unique();
+    let (j1, j2) = (job(&hook, &event, t0), job(&other, &event, t0));
+    let later = job(&hook, &unique(), t0 + Duration::minutes(10));
+    let orphan = WebhookJobRecord { webhook_id: "deleted-hook".to_owned(), ..job(&hook, &unique(), t0) };
+    assert_eq!(store.enqueue_webhook_jobs(&[j1.clone(), j2.clone(), later.clone(), orphan.clone()]).await.unwrap(), 3);
+    // Idempotent per (event, webhook), whatever the job id.
+    let twin = WebhookJobRecord { id: uuid::Uuid::now_v7().to_string(), ..j1.clone() };
+    assert_eq!(store.enqueue_webhook_jobs(&[twin.clone(), j1.clone()]).await.unwrap(), 0);
+    assert_eq!(store.enqueue_webhook_jobs(&[]).await.unwrap(), 0);
+    assert_eq!(store.get_webhook_job(&twin.id).await.unwrap(), None);
+    assert_eq!(store.get_webhook_job(&orphan.id).await.unwrap(), None);
+    assert_eq!(store.get_webhook_job(&j1.id).await.unwrap(), Some(j1.clone()));
+
+    // Due jobs are leased once.
+    let lease = t0 + Duration::seconds(30);
+    let claimed = store.claim_webhook_jobs(t0, lease, 10).await.unwrap();
+    let mut want = [j1.clone(), j2.clone()];
+    want.sort_by(|x, y| x.id.cmp(&y.id));
+    let leased: Vec<_> = want.iter().map(|j| WebhookJobRecord { locked_until: Some(lease), ..j.clone() }).collect();
+    assert_eq!(claimed, leased);
+    assert_eq!(store.claim_webhook_jobs(t0, lease, 10).await.unwrap(), vec![]);
+    // A lease that runs out frees the job (its claimer crashed).
+    let reclaimed = store.claim_webhook_jobs(lease, lease + Duration::seconds(30), 1).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].id, want[0].id);
+    let rest = store.claim_webhook_jobs(lease, lease + Duration::seconds(30), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|j| &j.id).collect::<Vec<_>>(), vec![&want[1].id]);
+
+    // A failed attempt: retried later, lease cleared, delivery logged.
+    let retry_at = t0 + Duration::minutes(1);
+    store
+        .finish_webhook_attempt(&j1.id, &attempt(t0, Some(503), Some("status 503")), JobNext::Retry { at: retry_at })
+        .await
+        .unwrap();
+    let after = store.get_webhook_job(&j1.id).await.unwrap().unwrap();
+    assert_eq!(
+        after,
+        WebhookJobRecord { attempt: 1, next_attempt_at: retry_at, locked_until: None, updated_at: t0, ..j1.clone() }
+    );
+    assert_eq!(store.claim_webhook_jobs(retry_at - Duration::seconds(1), retry_at, 10).await.unwrap().len(), 0);
+    let again = store.claim_webhook_jobs(retry_at, retry_at + Duration::seconds(30), 10).await.unwrap();
+    assert!(again.iter().any(|j| j.id == j1.id));
+    store.finish_webhook_attempt(&j1.id, &attempt(retry_at, Some(204), None), JobNext::Delivered).await.unwrap();
+    let done = store.get_webhook_job(&j1.id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.attempt, done.locked_until), (JobStatus::Delivered, 2, None));
+    assert_conflict(
+        store.finish_webhook_attempt(&j1.id, &attempt(retry_at, None, None), JobNext::Failed).await,
+        "job_not_pending",
+    );
+    assert_not_found(store.finish_webhook_attempt("no-such-job", &attempt(t0, None, None), JobNext::Failed).await);
+    store.finish_webhook_attempt(&j2.id, &attempt(t0, None, Some("timeout")), JobNext::Failed).await.unwrap();
+    assert_eq!(store.get_webhook_job(&j2.id).await.unwrap().unwrap().status, JobStatus::Failed);
+    // Finished jobs are never claimed again; the later one comes when due.
+    let due = store
+        .claim_webhook_jobs(later.next_attempt_at, later.next_attempt_at + Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec![later.id.as_str()]);
+
+    // Deliveries, newest first, with the job's facts.
+    let log = store.list_webhook_deliveries(&hook.id, None, 10).await.unwrap();
+    assert_eq!(log.next_after, None);
+    let summary: Vec<_> = log.items.iter().map(|d| (d.attempt, d.at, d.status_code, d.error.as_deref())).collect();
+    assert_eq!(summary, vec![(2, retry_at, Some(204), None), (1, t0, Some(503), Some("status 503"))]);
+    for d in &log.items {
+        assert_eq!(
+            (d.webhook_id.as_str(), d.job_id.as_str(), d.event_id.as_str()),
+            (hook.id.as_str(), j1.id.as_str(), event.as_str())
+        );
+        assert_eq!((d.event_type.as_str(), d.latency_ms), ("app.updated", 42));
+    }
+    let first = store.list_webhook_deliveries(&hook.id, None, 1).await.unwrap();
+    assert_eq!(first.items, log.items[..1].to_vec());
+    let before = first.next_after.unwrap().parse::<i64>().unwrap();
+    assert_eq!(store.list_webhook_deliveries(&hook.id, Some(before), 1).await.unwrap().items, log.items[1..].to_vec());
+    assert_eq!(store.list_webhook_deliveries(&other.id, None, 10).await.unwrap().items.len(), 1);
+
+    // Deleting a webhook deletes its jobs and deliveries.
+    for h in [&hook, &other] {
+        assert!(store.delete_webhook(a.tenant_id, a.id, &h.id).await.unwrap());
+    }
+    assert_eq!(store.get_webhook_job(&later.id).await.unwrap(), None);
+    assert_eq!(store.list_webhook_deliveries(&hook.id, None, 10).await.unwrap().items, vec![]);
+}
+
+pub async fn webhook_enqueue_under_concurrency(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let hooks: Vec<_> = (0..3).map(|_| webhook(&a, &["*"])).collect();
+    for h in &hooks {
+        store.create_webhook(h).await.unwrap();
+    }
+    let t0 = now();
+    let events: Vec<_> = (0..4).map(|_| unique()).collect();
+    // Four dispatchers enqueue the same events, in different orders.
+    let batches: Vec<Vec<WebhookJobRecord>> = (0..4)
+        .map(|n| {
+            let mut batch: Vec<_> =
+                events.iter().flat_map(|e| hooks.iter().map(move |h| job(h, e, t0 + Duration::days(1)))).collect();
+            if n % 2 == 1 {
+                batch.reverse();
+            }
+            batch
+        })
+        .collect();
+    let results = join_all(batches.iter().map(|b| store.enqueue_webhook_jobs(b)).collect()).await;
+    let added: u64 = results.into_iter().map(|r| r.unwrap()).sum();
+    assert_eq!(added, 12);
+    for h in &hooks {
+        assert!(store.delete_webhook(a.tenant_id, a.id, &h.id).await.unwrap());
+    }
+}
+
+pub async fn webhook_claims_under_concurrency(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let hook = webhook(&a, &["*"]);
+    store.create_webhook(&hook).await.unwrap();
+    let t0 = now();
+    let jobs: Vec<_> = (0..24).map(|_| job(&hook, &unique(), t0)).collect();
+    assert_eq!(store.enqueue_webhook_jobs(&jobs).await.unwrap(), 24);
+    let lease = t0 + Duration::minutes(1);
+    let claims = join_all((0..4).map(|_| store.claim_webhook_jobs(t0, lease, 8)).collect()).await;
+    let mut seen = std::collections::HashSet::new();
+    for claim in claims {
+        for j in claim.unwrap() {
+            assert!(seen.insert(j.id.clone()), "job {} claimed twice", j.id);
+        }
+    }
+    // Whatever the race left is still there for the next claim.
+    for j in store.claim_webhook_jobs(t0, lease, 100).await.unwrap() {
+        assert!(seen.insert(j.id.clone()), "job {} claimed twice", j.id);
+    }
+    assert_eq!(seen.len(), 24);
+    assert!(store.delete_webhook(a.tenant_id, a.id, &hook.id).await.unwrap());
 }

@@ -22,9 +22,45 @@ pub mod contract;
 pub use records::*;
 
 use async_trait::async_trait;
+use domain::audit::{ChainBreak, ChainVerifier, GENESIS_HASH};
 use domain::ids::{AppId, FamilyId, TenantId, UserId};
 use domain::plan::PlanId;
+use domain::role::{Action, Resource};
 use time::OffsetDateTime;
+
+/// Rows per read when [`verify_audit_chain`] walks a chain.
+pub const AUDIT_VERIFY_PAGE: u32 = 500;
+
+/// Verifies one audit chain (`None`: the platform chain) with
+/// `domain::audit::ChainVerifier`: reads the head first, then the rows up to
+/// it, page by page, so entries appended meanwhile are simply not looked
+/// at. The outer `Result` is the store's; the inner one is the verdict:
+/// how many rows were checked, or where the chain breaks.
+pub async fn verify_audit_chain(
+    store: &dyn Store,
+    tenant: Option<TenantId>,
+    page: u32,
+) -> Result<std::result::Result<u64, ChainBreak>> {
+    let (head_seq, head_hash) = store.audit_head(tenant).await?.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let mut verifier = ChainVerifier::default();
+    let mut after = 0;
+    while after < head_seq {
+        let rows = store.audit_chain_rows(tenant, after, page).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows.iter().take_while(|r| r.chain_seq <= head_seq) {
+            if let Err(broken) = row.verify_with(&mut verifier) {
+                return Ok(Err(broken));
+            }
+            after = row.chain_seq;
+        }
+        if rows.last().is_some_and(|r| r.chain_seq > head_seq) {
+            break;
+        }
+    }
+    Ok(verifier.finish(head_seq, &head_hash))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -241,8 +277,254 @@ pub trait Store: Send + Sync + 'static {
     async fn doc_log_stats(&self, key: &DocKey) -> Result<(i64, i64)>;
 
     // ---- audit --------------------------------------------------------
-    /// Appends; there is no update or delete.
+    /// Appends `event` to its chain (its tenant's; `tenant_id = None`: the
+    /// platform chain), in ONE transaction that holds the chain's head row
+    /// from reading it to updating it: the entry gets `chain_seq = last + 1`,
+    /// `prev_hash` = the head's hash (`GENESIS_HASH` for a chain's first
+    /// entry) and `hash = ChainEntry::hash(prev_hash)`. Concurrent appends
+    /// to one chain thus take consecutive positions and never fork. The
+    /// event's `seq`, `chain_seq`, `prev_hash` and `hash` are ignored. There
+    /// is no update or delete.
     async fn append_audit(&self, event: &AuditRecord) -> Result<()>;
+    /// Appends every event, in order, in ONE transaction: all or none (e.g.
+    /// one failed login recorded in each of a user's tenants). Chains are
+    /// locked in chain order, so concurrent batches cannot deadlock; within a
+    /// chain, entries keep the batch's order.
+    async fn append_audit_many(&self, events: &[AuditRecord]) -> Result<()>;
+    /// Chains the rows stored before the hash chain existed (NULL
+    /// `chain_seq`), in `seq` order per chain, after whatever each chain
+    /// already holds, creating the heads; answers how many rows it chained.
+    /// Idempotent, and safe when several stores start together (the rows
+    /// are locked). The stores call it when they open, after migrating.
+    async fn backfill_audit_chain(&self) -> Result<u64>;
     /// Newest first. `tenant = None` lists platform-level events.
     async fn list_audit(&self, tenant: Option<TenantId>, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// One chain's entries that pass `filter`, newest first (by `seq`), with
+    /// `seq < before_seq` when given. `next_after` is the last entry's `seq`
+    /// (as text): parse it and pass it as `before_seq` for the next page.
+    async fn list_audit_page(
+        &self,
+        filter: &AuditFilter,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<AuditRecord>>;
+    /// One chain's entries with `chain_seq > after_chain_seq`, ascending by
+    /// `chain_seq`, at most `limit` (clamped like pages): what a verifier
+    /// reads, page after page.
+    async fn audit_chain_rows(
+        &self,
+        tenant: Option<TenantId>,
+        after_chain_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>>;
+    /// The chain's head: its last `chain_seq` and hash; `None` for a chain
+    /// never written.
+    async fn audit_head(&self, tenant: Option<TenantId>) -> Result<Option<(i64, String)>>;
+    /// Every chain that has a head (`None`: the platform chain first, then
+    /// tenants by id), e.g. for `wiresocket audit verify`.
+    async fn audit_chains(&self) -> Result<Vec<Option<TenantId>>>;
+
+    // ---- members ------------------------------------------------------
+    /// Makes `user` a member of `tenant` with `role`. `Conflict("already_member")`;
+    /// `NotFound` if the tenant or user does not exist;
+    /// `Conflict("unknown_role")` if `role` is neither built in nor one of
+    /// the tenant's custom roles (checked with the tenant locked, so a
+    /// concurrent `delete_role` cannot slip between).
+    async fn add_membership(&self, tenant: TenantId, user: UserId, role: &str, now: OffsetDateTime) -> Result<()>;
+    /// The tenant's members ordered by user id, `after` = exclusive lower
+    /// bound user id; same `Page` rules as `list_apps`.
+    async fn list_members(&self, tenant: TenantId, after: Option<&str>, limit: u32) -> Result<Page<MemberRecord>>;
+    /// Atomically, with the tenant locked (on PostgreSQL its row; SQLite's
+    /// write transaction is exclusive): changes the member's role, then
+    /// refuses with `Conflict("last_super_admin")` — changing nothing — if
+    /// the tenant would be left without a `super_admin`. So of two
+    /// concurrent demotions of the last two super_admins, one fails.
+    /// `NotFound` if not a member; `Conflict("unknown_role")` as in
+    /// `add_membership`.
+    async fn set_member_role(&self, tenant: TenantId, user: UserId, role: &str) -> Result<()>;
+    /// Removes the membership, under the same rules as `set_member_role`
+    /// (`NotFound`, `Conflict("last_super_admin")`, atomic per tenant).
+    async fn remove_membership(&self, tenant: TenantId, user: UserId) -> Result<()>;
+
+    // ---- custom roles -------------------------------------------------
+    /// `Conflict("role_exists")` if the tenant has a role of that name or the
+    /// name is a built-in role's; `NotFound` if the tenant does not exist.
+    async fn create_role(&self, role: &CustomRoleRecord) -> Result<()>;
+    async fn get_role(&self, tenant: TenantId, name: &str) -> Result<Option<CustomRoleRecord>>;
+    /// The tenant's custom roles, by name.
+    async fn list_roles(&self, tenant: TenantId) -> Result<Vec<CustomRoleRecord>>;
+    /// Replaces the permissions. `NotFound` if there is no such role.
+    async fn update_role_permissions(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        permissions: &[(Resource, Action)],
+        now: OffsetDateTime,
+    ) -> Result<()>;
+    /// Deletes the role, atomically with the tenant locked (see
+    /// `add_membership`): `Conflict("role_in_use")` while a member holds it
+    /// or an unaccepted invite with `expires_at > now` would grant it;
+    /// `NotFound` if there is no such role.
+    async fn delete_role(&self, tenant: TenantId, name: &str, now: OffsetDateTime) -> Result<()>;
+
+    // ---- invites ------------------------------------------------------
+    /// Stores a pending invite (its `accepted_*` fields are stored as given:
+    /// pass `None`). `NotFound` if the tenant does not exist;
+    /// `Conflict("unknown_role")` as in `add_membership`;
+    /// `Conflict("token_taken")` if the token hash is in use.
+    async fn create_invite(&self, invite: &InviteRecord) -> Result<()>;
+    /// The tenant's unaccepted invites (expired ones included, so they can be
+    /// seen and deleted), ordered by id; same `Page` rules as `list_apps`.
+    async fn list_invites(&self, tenant: TenantId, after: Option<&str>, limit: u32) -> Result<Page<InviteRecord>>;
+    /// Deletes an unaccepted invite; answers whether one was deleted.
+    async fn delete_invite(&self, tenant: TenantId, id: &str) -> Result<bool>;
+    async fn get_invite_by_token(&self, token_hash: &str) -> Result<Option<InviteRecord>>;
+    /// In ONE transaction: marks the invite accepted by the acceptor (a
+    /// compare-and-set that matches only if it is unaccepted and
+    /// `expires_at > now`, so of concurrent accepts of one token exactly one
+    /// gets past it), creates the user for `NewUser`, then adds the
+    /// membership with the invite's role. Answers the invite as now stored.
+    /// The store does not compare the acceptor's email with the invite's:
+    /// the token proves the mailbox, and the caller decides which email a
+    /// new account gets.
+    /// `Conflict("invalid_token")` for an unknown, used or expired token;
+    /// `Conflict("email_taken")`, `Conflict("already_member")` or
+    /// `Conflict("unknown_role")` roll everything back, so the invite stays
+    /// unused.
+    async fn accept_invite(
+        &self,
+        token_hash: &str,
+        acceptor: InviteAcceptor<'_>,
+        now: OffsetDateTime,
+    ) -> Result<InviteRecord>;
+
+    // ---- password resets ----------------------------------------------
+    /// `NotFound` if the user does not exist.
+    async fn create_password_reset(&self, reset: &PasswordResetRecord) -> Result<()>;
+    /// In ONE transaction, only if the token is unused and `expires_at > now`
+    /// (a compare-and-set, so a token works once even under concurrency;
+    /// else `Conflict("invalid_token")`, nothing changed): marks it used,
+    /// sets the user's password hash, deletes every session of the user,
+    /// revokes (`revoked_at = now`) every unrevoked user refresh token whose
+    /// subject is the user, and marks the user's other unused reset tokens
+    /// used. Answers the user.
+    async fn consume_password_reset(
+        &self,
+        token_hash: &str,
+        new_password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<UserId>;
+    /// Replaces the password hash only (sessions untouched). `NotFound` if no such user.
+    async fn set_user_password(&self, user: UserId, password_hash: &str) -> Result<()>;
+
+    // ---- MFA ----------------------------------------------------------
+    /// Stores a pending (not yet enabled) TOTP secret, replacing a pending
+    /// one. `Conflict("mfa_already_enabled")` if MFA is enabled (the
+    /// enabled secret is kept; the check and the write are one statement);
+    /// `NotFound` if the user does not exist.
+    async fn put_pending_mfa(
+        &self,
+        user: UserId,
+        secret_enc: &[u8],
+        master_key_version: u32,
+        now: OffsetDateTime,
+    ) -> Result<()>;
+    async fn get_mfa(&self, user: UserId) -> Result<Option<MfaRecord>>;
+    /// Atomically, only if a pending secret exists (else
+    /// `Conflict("mfa_not_pending")`, nothing changed; of concurrent calls
+    /// one wins): sets `enabled_at = now`, `last_step = step` (the step of
+    /// the code that proved the secret, so it cannot be replayed) and
+    /// replaces the recovery codes by `recovery_code_hashes`.
+    async fn enable_mfa(
+        &self,
+        user: UserId,
+        step: i64,
+        recovery_code_hashes: &[String],
+        now: OffsetDateTime,
+    ) -> Result<()>;
+    /// Compare-and-set of `last_step` from below `step` to `step`, for an
+    /// enabled secret: true if the code's step is accepted. A step is
+    /// accepted at most once (of concurrent calls with one step, one wins),
+    /// and never one at or below the last accepted.
+    async fn consume_totp_step(&self, user: UserId, step: i64) -> Result<bool>;
+    /// Marks the unused recovery code used; true if it was (single use, also
+    /// under concurrency).
+    async fn consume_recovery_code(&self, user: UserId, code_hash: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Deletes the secret (pending or enabled) and every recovery code;
+    /// answers whether there was a secret.
+    async fn disable_mfa(&self, user: UserId) -> Result<bool>;
+    async fn unused_recovery_codes(&self, user: UserId) -> Result<i64>;
+    /// Every stored secret (for master-key re-wrapping).
+    async fn list_all_mfa_secrets(&self) -> Result<Vec<MfaRecord>>;
+    /// Replaces the encrypted secret (re-wrap under a new master key
+    /// version); `NotFound` if the user has none.
+    async fn rewrap_mfa_secret(&self, user: UserId, secret_enc: &[u8], master_key_version: u32) -> Result<()>;
+
+    // ---- webhooks -----------------------------------------------------
+    /// Stores the webhook for `(webhook.tenant_id, webhook.app_id)`:
+    /// `NotFound` unless the app exists and belongs to that tenant.
+    async fn create_webhook(&self, webhook: &WebhookRecord) -> Result<()>;
+    /// The webhook, only if it belongs to that tenant and app.
+    async fn get_webhook(&self, tenant: TenantId, app: AppId, id: &str) -> Result<Option<WebhookRecord>>;
+    /// The app's webhooks by id; same `Page` rules as `list_apps`.
+    async fn list_webhooks(&self, app: AppId, after: Option<&str>, limit: u32) -> Result<Page<WebhookRecord>>;
+    /// Stores `url`, `events` and `updated_at` of `webhook` (matched by
+    /// tenant, app and id). `NotFound` if absent.
+    async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<()>;
+    /// Replaces the encrypted secret (rotation). `NotFound` if absent.
+    async fn set_webhook_secret(
+        &self,
+        id: &str,
+        secret_enc: &[u8],
+        master_key_version: u32,
+        now: OffsetDateTime,
+    ) -> Result<()>;
+    /// Deletes the webhook with its jobs and deliveries; answers whether it existed.
+    async fn delete_webhook(&self, tenant: TenantId, app: AppId, id: &str) -> Result<bool>;
+    /// Every webhook of every app of the tenant, by id (the dispatcher
+    /// matches the events).
+    async fn webhooks_for_tenant(&self, tenant: TenantId) -> Result<Vec<WebhookRecord>>;
+    /// Every webhook (for master-key re-wrapping).
+    async fn list_all_webhook_secrets(&self) -> Result<Vec<WebhookRecord>>;
+    /// Replaces the encrypted secret under a new master key version;
+    /// `updated_at` is not touched. `NotFound` if absent.
+    async fn rewrap_webhook_secret(&self, id: &str, secret_enc: &[u8], master_key_version: u32) -> Result<()>;
+
+    // ---- webhook outbox -----------------------------------------------
+    /// Stores the jobs (status `pending`, attempt 0, under their webhook's
+    /// tenant; those fields of the records are ignored) in ONE transaction;
+    /// answers how many were new. Idempotent on (event_id, webhook_id): a
+    /// job already enqueued is skipped, as is a job for a webhook deleted
+    /// meanwhile.
+    async fn enqueue_webhook_jobs(&self, jobs: &[WebhookJobRecord]) -> Result<u64>;
+    /// Atomically leases up to `limit` due jobs — `pending`, with
+    /// `next_attempt_at <= now` and no live lease (`locked_until` NULL or
+    /// `<= now`) — by setting `locked_until = lease_until`; answers them
+    /// (as stored after the lease), oldest due first. Concurrent claimers
+    /// never get the same job (PostgreSQL: `FOR UPDATE SKIP LOCKED`;
+    /// SQLite: one writer at a time). A crashed claimer's jobs come back
+    /// when its lease runs out.
+    async fn claim_webhook_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<WebhookJobRecord>>;
+    /// In ONE transaction: bumps the job's `attempt`, sets its status
+    /// (`Retry` keeps it pending with `next_attempt_at = at`), clears the
+    /// lease, and appends `delivery` (its `at`, `status_code`, `latency_ms`
+    /// and `error`; the other fields come from the job). `NotFound` if there
+    /// is no such job; `Conflict("job_not_pending")` if it is already
+    /// delivered or failed (nothing is stored). The job's `updated_at`
+    /// becomes `delivery.at`.
+    async fn finish_webhook_attempt(&self, job_id: &str, delivery: &DeliveryRecord, next: JobNext) -> Result<()>;
+    /// The webhook's delivery attempts, newest first, with `seq < before_seq`
+    /// when given; `next_after` is the last one's `seq` as text.
+    async fn list_webhook_deliveries(
+        &self,
+        webhook: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<DeliveryRecord>>;
+    async fn get_webhook_job(&self, id: &str) -> Result<Option<WebhookJobRecord>>;
 }

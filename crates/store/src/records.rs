@@ -3,10 +3,12 @@
 //! length) in `Debug`, so a `{:?}` in a log line or a panic message cannot
 //! leak them.
 
+use domain::audit::{ChainBreak, ChainEntry, ChainVerifier};
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
 use domain::keys::KeyState;
 use domain::plan::PlanId;
 use domain::proration::InvoiceLine;
+use domain::role::{Action, Resource};
 use std::fmt;
 use time::OffsetDateTime;
 
@@ -148,6 +150,79 @@ impl fmt::Debug for RefreshTokenRecord {
     }
 }
 
+impl fmt::Debug for InviteRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            id,
+            tenant_id,
+            email,
+            role,
+            token_hash: _,
+            invited_by,
+            created_at,
+            expires_at,
+            accepted_at,
+            accepted_by,
+        } = self;
+        f.debug_struct("InviteRecord")
+            .field("id", id)
+            .field("tenant_id", tenant_id)
+            .field("email", email)
+            .field("role", role)
+            .field("token_hash", &Redacted)
+            .field("invited_by", invited_by)
+            .field("created_at", created_at)
+            .field("expires_at", expires_at)
+            .field("accepted_at", accepted_at)
+            .field("accepted_by", accepted_by)
+            .finish()
+    }
+}
+
+impl fmt::Debug for PasswordResetRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { token_hash: _, user_id, created_at, expires_at, used_at } = self;
+        f.debug_struct("PasswordResetRecord")
+            .field("token_hash", &Redacted)
+            .field("user_id", user_id)
+            .field("created_at", created_at)
+            .field("expires_at", expires_at)
+            .field("used_at", used_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for MfaRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { user_id, secret_enc, master_key_version, created_at, enabled_at, last_step } = self;
+        f.debug_struct("MfaRecord")
+            .field("user_id", user_id)
+            .field("secret_enc", &Encrypted(secret_enc.len()))
+            .field("master_key_version", master_key_version)
+            .field("created_at", created_at)
+            .field("enabled_at", enabled_at)
+            .field("last_step", last_step)
+            .finish()
+    }
+}
+
+impl fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { id, tenant_id, app_id, url, events, secret_enc, master_key_version, created_at, updated_at } = self;
+        f.debug_struct("WebhookRecord")
+            .field("id", id)
+            .field("tenant_id", tenant_id)
+            .field("app_id", app_id)
+            .field("url", url)
+            .field("events", events)
+            .field("secret_enc", &Encrypted(secret_enc.len()))
+            .field("master_key_version", master_key_version)
+            .field("created_at", created_at)
+            .field("updated_at", updated_at)
+            .finish()
+    }
+}
+
 #[derive(Clone, PartialEq)]
 pub struct UserRecord {
     pub id: UserId,
@@ -280,6 +355,237 @@ pub struct AuditRecord {
     pub ip: Option<String>,
     /// Extra facts (never secrets), as JSON.
     pub details: serde_json::Value,
+    /// Position in the entry's chain (its tenant's, or the platform chain
+    /// for `tenant_id = None`): 1, 2, 3… Assigned by the store; ignored on input.
+    pub chain_seq: i64,
+    /// The previous entry's `hash` (`domain::audit::GENESIS_HASH` for the
+    /// first). Assigned by the store; ignored on input.
+    pub prev_hash: String,
+    /// `ChainEntry::hash(prev_hash)` of this entry. Assigned by the store;
+    /// ignored on input.
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The hash this entry gets at `chain_seq` after `prev_hash`, over the
+    /// canonical form of `domain::audit::ChainEntry` (the record's own
+    /// `chain_seq`, `prev_hash` and `hash` are not read).
+    pub fn chain_hash(&self, chain_seq: i64, prev_hash: &str) -> String {
+        let tenant = self.tenant_id.map(|t| t.to_string());
+        self.chain_entry(tenant.as_deref(), chain_seq).hash(prev_hash)
+    }
+
+    /// Feeds this stored entry (with its `chain_seq`, `prev_hash` and `hash`)
+    /// to `verifier`: rows of one chain in `chain_seq` order, then
+    /// `verifier.finish(head)` with `Store::audit_head`.
+    pub fn verify_with(&self, verifier: &mut ChainVerifier) -> Result<(), ChainBreak> {
+        let tenant = self.tenant_id.map(|t| t.to_string());
+        verifier.push(&self.chain_entry(tenant.as_deref(), self.chain_seq), &self.prev_hash, &self.hash)
+    }
+
+    fn chain_entry<'a>(&'a self, tenant: Option<&'a str>, chain_seq: i64) -> ChainEntry<'a> {
+        ChainEntry {
+            tenant_id: tenant,
+            chain_seq,
+            at: self.at.unix_timestamp(),
+            actor_type: &self.actor_type,
+            actor_id: self.actor_id.as_deref(),
+            action: &self.action,
+            target_type: self.target_type.as_deref(),
+            target_id: self.target_id.as_deref(),
+            ip: self.ip.as_deref(),
+            details: &self.details,
+        }
+    }
+}
+
+/// What `Store::list_audit_page` returns; every `Some` narrows the list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    /// The tenant's entries; `None`: platform-level entries (no tenant).
+    pub tenant: Option<TenantId>,
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    /// Entries at or after this instant.
+    pub since: Option<OffsetDateTime>,
+    /// Entries at or before this instant.
+    pub until: Option<OffsetDateTime>,
+}
+
+/// A member of a tenant, as the members list shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberRecord {
+    pub user_id: UserId,
+    pub email: String,
+    pub role: String,
+    /// Whether the user has MFA enabled (not merely pending).
+    pub mfa_enabled: bool,
+    pub joined_at: OffsetDateTime,
+}
+
+/// A tenant's own role: a name and the permissions it grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomRoleRecord {
+    pub tenant_id: TenantId,
+    /// Unique per tenant, never a built-in role's name.
+    pub name: String,
+    /// Stored as a JSON array of `{resource, action}` (snake_case).
+    pub permissions: Vec<(Resource, Action)>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct InviteRecord {
+    /// Text id (a UUIDv7 in practice), so listing order is creation order.
+    pub id: String,
+    pub tenant_id: TenantId,
+    /// Normalised (lowercase).
+    pub email: String,
+    pub role: String,
+    /// SHA-256 (hex) of the invite token; the token goes only to the invitee.
+    pub token_hash: String,
+    pub invited_by: UserId,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub accepted_at: Option<OffsetDateTime>,
+    pub accepted_by: Option<UserId>,
+}
+
+/// Who accepts an invite (see `Store::accept_invite`).
+#[derive(Debug, Clone, Copy)]
+pub enum InviteAcceptor<'a> {
+    /// Someone without an account: the user is created, then made a member.
+    NewUser(&'a UserRecord),
+    /// An existing account (whose password the caller checked).
+    Existing(UserId),
+}
+
+impl InviteAcceptor<'_> {
+    pub fn user_id(&self) -> UserId {
+        match self {
+            Self::NewUser(user) => user.id,
+            Self::Existing(id) => *id,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq)]
+pub struct PasswordResetRecord {
+    /// SHA-256 (hex) of the reset token.
+    pub token_hash: String,
+    pub user_id: UserId,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// A user's TOTP secret: pending from setup until verified (`enabled_at`).
+#[derive(Clone, PartialEq)]
+pub struct MfaRecord {
+    pub user_id: UserId,
+    /// The TOTP secret, encrypted under the master key (see `auth::envelope`).
+    pub secret_enc: Vec<u8>,
+    pub master_key_version: u32,
+    pub created_at: OffsetDateTime,
+    pub enabled_at: Option<OffsetDateTime>,
+    /// The last TOTP time step accepted: a code is good at most once, and
+    /// never one older than the last accepted.
+    pub last_step: Option<i64>,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct WebhookRecord {
+    /// Text id (a UUIDv7 in practice).
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub app_id: AppId,
+    pub url: String,
+    /// Event types subscribed to (`*` for all); stored as a JSON array.
+    pub events: Vec<String>,
+    /// The signing secret, encrypted under the master key.
+    pub secret_enc: Vec<u8>,
+    pub master_key_version: u32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Waiting for its next attempt (or being attempted, under a lease).
+    Pending,
+    Delivered,
+    /// Retries exhausted.
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One event to deliver to one webhook (the durable outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookJobRecord {
+    pub id: String,
+    /// The event's id: the same for every webhook and every retry
+    /// (`X-Webhook-Id`); a job is unique per (event, webhook).
+    pub event_id: String,
+    pub webhook_id: String,
+    /// The webhook's tenant (set by the store on enqueue).
+    pub tenant_id: TenantId,
+    pub event_type: String,
+    /// The exact JSON body to send (signed as is).
+    pub payload: String,
+    /// Attempts made so far (0 on enqueue).
+    pub attempt: i64,
+    pub status: JobStatus,
+    pub next_attempt_at: OffsetDateTime,
+    /// Set while a dispatcher holds the job; an expired lease frees it.
+    pub locked_until: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// One delivery attempt of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    /// Assigned by the store (monotonic); ignored on input.
+    pub seq: i64,
+    /// `webhook_id`, `job_id`, `event_id`, `event_type` and `attempt` are the
+    /// job's (set by the store from it); ignored on input.
+    pub webhook_id: String,
+    pub job_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub at: OffsetDateTime,
+    /// The HTTP status answered, if any (none on timeout or connection error).
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// What becomes of a job after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobNext {
+    Delivered,
+    Retry { at: OffsetDateTime },
+    Failed,
 }
 
 /// A document's identity: names are per app (two apps may both have `notes`).
@@ -419,6 +725,57 @@ mod tests {
             &["222, 173, 190, 239", "[222", "deadbeef", "DEADBEEF"],
             "private_key_enc: <5 bytes encrypted>",
             &["kid-1", "modulus", "AQAB"],
+        );
+
+        let invite = InviteRecord {
+            id: "inv-1".to_owned(),
+            tenant_id: app.tenant_id,
+            email: "bob@example.test".to_owned(),
+            role: "viewer".to_owned(),
+            token_hash: "1abe11ed1abe11ed1abe11ed".to_owned(),
+            invited_by: user.id,
+            created_at: at(),
+            expires_at: at(),
+            accepted_at: None,
+            accepted_by: None,
+        };
+        assert_redacted(&invite, &[&invite.token_hash, "1abe11"], "token_hash: [redacted]", &["inv-1", "bob@"]);
+
+        let reset = PasswordResetRecord {
+            token_hash: "7e5e77e5e77e5e77e5e7".to_owned(),
+            user_id: user.id,
+            created_at: at(),
+            expires_at: at(),
+            used_at: None,
+        };
+        assert_redacted(&reset, &[&reset.token_hash, "7e5e7"], "token_hash: [redacted]", &[&user.id.to_string()]);
+
+        let mfa = MfaRecord {
+            user_id: user.id,
+            secret_enc: vec![0xca, 0xfe, 0xba, 0xbe],
+            master_key_version: 2,
+            created_at: at(),
+            enabled_at: None,
+            last_step: Some(7),
+        };
+        assert_redacted(&mfa, &["202, 254", "cafebabe"], "secret_enc: <4 bytes encrypted>", &[&user.id.to_string()]);
+
+        let hook = WebhookRecord {
+            id: "wh-1".to_owned(),
+            tenant_id: app.tenant_id,
+            app_id: app.id,
+            url: "https://hooks.example.test/x".to_owned(),
+            events: vec!["*".to_owned()],
+            secret_enc: vec![0xfe, 0xed, 0xfa, 0xce, 1],
+            master_key_version: 1,
+            created_at: at(),
+            updated_at: at(),
+        };
+        assert_redacted(
+            &hook,
+            &["254, 237", "feedface"],
+            "secret_enc: <5 bytes encrypted>",
+            &["wh-1", "hooks.example"],
         );
 
         // Debug of a wrapper goes through the records' impls.

@@ -171,6 +171,94 @@ macro_rules! engine_tests {
             store::contract::run_all(db.store()).await;
         }
 
+        /// Audit rows from before migration 4 (no chain columns) are chained
+        /// when a store opens, once, in `seq` order per chain; appends then
+        /// continue each chain.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn audit_backfill_chains_old_rows() {
+            use domain::ids::TenantId;
+            use store::contract::{audit_event, verify_chain};
+            let db = <$db as TestDb>::new().await;
+            let (s, pool) = (db.store(), db.store().pool());
+            let t = TenantId::new();
+            let plant = |tenant: Option<TenantId>, action: &'static str| async move {
+                sqlx::query(
+                    "INSERT INTO audit_events (tenant_id, at, actor_type, action, details) \
+                     VALUES ($1, 1700000000, 'system', $2, '{\"k\": [1, 2]}')",
+                )
+                .bind(tenant.map(|t| t.to_string()))
+                .bind(action)
+                .execute(pool)
+                .await
+                .unwrap();
+            };
+            plant(Some(t), "old.1").await;
+            plant(None, "old.platform").await;
+            plant(Some(t), "old.2").await;
+            assert_eq!(s.audit_head(Some(t)).await.unwrap(), None);
+            assert_eq!(s.audit_chain_rows(Some(t), 0, 10).await.unwrap(), vec![]);
+
+            // Opening the store chains them.
+            let reopened = db.reopen().await;
+            assert_eq!(reopened.backfill_audit_chain().await.unwrap(), 0);
+            assert_eq!(verify_chain(s, Some(t), 1).await, Ok(2));
+            assert_eq!(verify_chain(s, None, 1).await, Ok(1));
+            // More old rows (say, written by an old binary still running)
+            // go after what the chain holds.
+            plant(Some(t), "old.3").await;
+            assert_eq!(s.backfill_audit_chain().await.unwrap(), 1);
+            assert_eq!(s.backfill_audit_chain().await.unwrap(), 0);
+            s.append_audit(&audit_event(Some(t), "new.4")).await.unwrap();
+            let rows = s.audit_chain_rows(Some(t), 0, 10).await.unwrap();
+            let chain: Vec<_> = rows.iter().map(|r| (r.chain_seq, r.action.as_str())).collect();
+            assert_eq!(chain, vec![(1, "old.1"), (2, "old.2"), (3, "old.3"), (4, "new.4")]);
+            assert_eq!(verify_chain(s, Some(t), 3).await, Ok(4));
+            assert_eq!(s.audit_chains().await.unwrap(), vec![None, Some(t)]);
+        }
+
+        /// Whoever edits or deletes audit rows behind the store's back (raw
+        /// SQL) is caught by the verifier.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn audit_tampering_is_detected() {
+            use domain::audit::ChainBreak;
+            use domain::ids::TenantId;
+            use store::contract::{audit_event, verify_chain};
+            let db = <$db as TestDb>::new().await;
+            let (s, pool) = (db.store(), db.store().pool());
+            let tenants: Vec<_> = (0..4).map(|_| TenantId::new()).collect();
+            for n in 1..=5 {
+                let batch: Vec<_> = tenants.iter().map(|&t| audit_event(Some(t), &format!("app.event_{n}"))).collect();
+                s.append_audit_many(&batch).await.unwrap();
+            }
+            for &t in &tenants {
+                assert_eq!(verify_chain(s, Some(t), 2).await, Ok(5));
+            }
+            let tamper = |sql: &'static str, t: TenantId, chain_seq: i64| async move {
+                let done = sqlx::query(sql).bind(t.to_string()).bind(chain_seq).execute(pool).await.unwrap();
+                assert_eq!(done.rows_affected(), 1, "{sql}");
+            };
+            let brk = |chain_seq, reason| Err(ChainBreak { chain_seq, reason });
+
+            tamper("UPDATE audit_events SET action = 'app.created' WHERE tenant_id = $1 AND chain_seq = $2", tenants[0], 3)
+                .await;
+            assert_eq!(verify_chain(s, Some(tenants[0]), 2).await, brk(3, "hash"));
+            tamper("DELETE FROM audit_events WHERE tenant_id = $1 AND chain_seq = $2", tenants[1], 3).await;
+            assert_eq!(verify_chain(s, Some(tenants[1]), 2).await, brk(3, "gap"));
+            tamper("DELETE FROM audit_events WHERE tenant_id = $1 AND chain_seq = $2", tenants[2], 5).await;
+            assert_eq!(verify_chain(s, Some(tenants[2]), 2).await, brk(5, "head"));
+            // Re-hashing an edited row does not help: the next row's link breaks.
+            let row = s.audit_chain_rows(Some(tenants[3]), 1, 1).await.unwrap().remove(0);
+            let forged = store::AuditRecord { ip: Some("10.0.0.1".to_owned()), ..row.clone() };
+            sqlx::query("UPDATE audit_events SET ip = $2, hash = $3 WHERE seq = $1")
+                .bind(row.seq)
+                .bind("10.0.0.1")
+                .bind(forged.chain_hash(row.chain_seq, &row.prev_hash))
+                .execute(pool)
+                .await
+                .unwrap();
+            assert_eq!(verify_chain(s, Some(tenants[3]), 2).await, brk(3, "prev_hash"));
+        }
+
         /// A stored value the records cannot hold is `Corrupt`, not a panic.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn corrupt_rows_are_errors() {

@@ -4,8 +4,9 @@
 //! [`StoreError::Corrupt`], never a panic.
 
 use crate::{
-    AppRecord, AuditRecord, DocRecord, DocState, InvoiceRecord, RefreshKind, RefreshTokenRecord, Result, SessionRecord,
-    SigningKeyRecord, StoreError, TenantRecord, UserRecord,
+    AppRecord, AuditRecord, CustomRoleRecord, DeliveryRecord, DocRecord, DocState, InviteRecord, InvoiceRecord,
+    JobStatus, MemberRecord, MfaRecord, RefreshKind, RefreshTokenRecord, Result, SessionRecord, SigningKeyRecord,
+    StoreError, TenantRecord, UserRecord, WebhookJobRecord, WebhookRecord,
 };
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
 use domain::keys::KeyState;
@@ -121,7 +122,6 @@ pub(super) fn role(r: &impl Cols) -> Result<String> {
 }
 
 pub(super) fn key(r: &impl Cols) -> Result<SigningKeyRecord> {
-    let version = r.int("master_key_version")?;
     Ok(SigningKeyRecord {
         kid: r.text("kid")?,
         tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
@@ -129,8 +129,7 @@ pub(super) fn key(r: &impl Cols) -> Result<SigningKeyRecord> {
         public_n: r.text("public_n")?,
         public_e: r.text("public_e")?,
         private_key_enc: r.blob("private_key_enc")?,
-        master_key_version: u32::try_from(version)
-            .map_err(|_| corrupt("master_key_version", &format!("out of range: {version}")))?,
+        master_key_version: key_version(r)?,
         created_at: r.time("created_at")?,
         retires_at: r.opt_time("retires_at")?,
         revoked_at: r.opt_time("revoked_at")?,
@@ -199,6 +198,139 @@ pub(super) fn audit(r: &impl Cols) -> Result<AuditRecord> {
         target_id: r.opt_text("target_id")?,
         ip: r.opt_text("ip")?,
         details: r.json("details")?,
+        // NULL only for rows not chained yet (see `backfill_audit_chain`).
+        chain_seq: r.opt_int("chain_seq")?.unwrap_or(0),
+        prev_hash: r.opt_text("prev_hash")?.unwrap_or_default(),
+        hash: r.opt_text("hash")?.unwrap_or_default(),
+    })
+}
+
+/// `(last_seq, last_hash)` of an audit chain head (`RESERVE_AUDIT_SEQS`, `AUDIT_HEAD`).
+pub(super) fn audit_head(r: &impl Cols) -> Result<(i64, String)> {
+    Ok((r.int("last_seq")?, r.text("last_hash")?))
+}
+
+/// An `audit_heads.chain`: '' for the platform chain, else a tenant id.
+pub(super) fn audit_chain(r: &impl Cols) -> Result<Option<TenantId>> {
+    let chain = r.text("chain")?;
+    if chain.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(&chain)
+        .map(|u| Some(TenantId::from_uuid(u)))
+        .map_err(|_| corrupt("chain", &format!("not a tenant id: {chain:?}")))
+}
+
+pub(super) fn member(r: &impl Cols) -> Result<MemberRecord> {
+    Ok(MemberRecord {
+        user_id: UserId::from_uuid(r.uuid("user_id")?),
+        email: r.text("email")?,
+        role: r.text("role")?,
+        mfa_enabled: r.opt_int("mfa_enabled_at")?.is_some(),
+        joined_at: r.time("created_at")?,
+    })
+}
+
+pub(super) fn custom_role(r: &impl Cols) -> Result<CustomRoleRecord> {
+    let permissions: Vec<super::Permission> = r.json("permissions")?;
+    Ok(CustomRoleRecord {
+        tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
+        name: r.text("name")?,
+        permissions: permissions.into_iter().map(|p| (p.resource, p.action)).collect(),
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
+pub(super) fn invite(r: &impl Cols) -> Result<InviteRecord> {
+    Ok(InviteRecord {
+        id: r.text("id")?,
+        tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
+        email: r.text("email")?,
+        role: r.text("role")?,
+        token_hash: r.text("token_hash")?,
+        invited_by: UserId::from_uuid(r.uuid("invited_by")?),
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+        accepted_at: r.opt_time("accepted_at")?,
+        accepted_by: r.opt_uuid("accepted_by")?.map(UserId::from_uuid),
+    })
+}
+
+pub(super) fn user_id(r: &impl Cols) -> Result<UserId> {
+    Ok(UserId::from_uuid(r.uuid("user_id")?))
+}
+
+fn key_version(r: &impl Cols) -> Result<u32> {
+    let version = r.int("master_key_version")?;
+    u32::try_from(version).map_err(|_| corrupt("master_key_version", &format!("out of range: {version}")))
+}
+
+pub(super) fn mfa(r: &impl Cols) -> Result<MfaRecord> {
+    Ok(MfaRecord {
+        user_id: UserId::from_uuid(r.uuid("user_id")?),
+        secret_enc: r.blob("secret_enc")?,
+        master_key_version: key_version(r)?,
+        created_at: r.time("created_at")?,
+        enabled_at: r.opt_time("enabled_at")?,
+        last_step: r.opt_int("last_step")?,
+    })
+}
+
+pub(super) fn webhook(r: &impl Cols) -> Result<WebhookRecord> {
+    Ok(WebhookRecord {
+        id: r.text("id")?,
+        tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
+        app_id: AppId::from_uuid(r.uuid("app_id")?),
+        url: r.text("url")?,
+        events: r.json("events")?,
+        secret_enc: r.blob("secret_enc")?,
+        master_key_version: key_version(r)?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
+pub(super) fn job(r: &impl Cols) -> Result<WebhookJobRecord> {
+    let status = r.text("status")?;
+    Ok(WebhookJobRecord {
+        id: r.text("id")?,
+        event_id: r.text("event_id")?,
+        webhook_id: r.text("webhook_id")?,
+        tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
+        event_type: r.text("event_type")?,
+        payload: r.text("payload")?,
+        attempt: r.int("attempt")?,
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| corrupt("status", &format!("unknown job status {status:?}")))?,
+        next_attempt_at: r.time("next_attempt_at")?,
+        locked_until: r.opt_time("locked_until")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
+/// The job fields `FINISH_JOB` returns, for the delivery row.
+pub(super) fn finished_job(r: &impl Cols) -> Result<(String, String, String, i64)> {
+    Ok((r.text("webhook_id")?, r.text("event_id")?, r.text("event_type")?, r.int("attempt")?))
+}
+
+pub(super) fn delivery(r: &impl Cols) -> Result<DeliveryRecord> {
+    let status_code = r
+        .opt_int("status_code")?
+        .map(|c| u16::try_from(c).map_err(|_| corrupt("status_code", &format!("out of range: {c}"))))
+        .transpose()?;
+    Ok(DeliveryRecord {
+        seq: r.int("seq")?,
+        webhook_id: r.text("webhook_id")?,
+        job_id: r.text("job_id")?,
+        event_id: r.text("event_id")?,
+        event_type: r.text("event_type")?,
+        attempt: r.int("attempt")?,
+        at: r.time("at")?,
+        status_code,
+        latency_ms: r.int("latency_ms")?,
+        error: r.opt_text("error")?,
     })
 }
 

@@ -9,9 +9,10 @@
 //! without waiting on `busy_timeout`. PostgreSQL takes row locks as it goes,
 //! so a plain `BEGIN` is right.
 //!
-//! `lock_key` names the statement (in `super::queries`) that reads a signing
-//! key's state for a revocation to decide on: with `FOR UPDATE` on
-//! PostgreSQL, so the decision holds until commit; plain on SQLite, where
+//! `locks` names the module of `super::queries` holding the statements that
+//! read rows a write transaction then decides on (a signing key's state, a
+//! tenant, due webhook jobs): `locking`, with `FOR UPDATE` on PostgreSQL, so
+//! the decision holds until commit; `plain` on SQLite, where
 //! `BEGIN IMMEDIATE` already keeps every other writer out (and `FOR UPDATE`
 //! is not SQL it knows).
 //!
@@ -21,21 +22,26 @@
 //! authorised.
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, begin_write = $begin:literal, lock_key = $lock_key:ident) => {
+    ($store:ty, $db:ty, begin_write = $begin:literal, locks = $locks:ident) => {
         // An anonymous const scopes the imports to this expansion.
         const _: () = {
+            use domain::audit::GENESIS_HASH;
             use domain::ids::{AppId, FamilyId, TenantId, UserId};
             use domain::keys::KeyState;
             use domain::plan::PlanId;
-            use domain::role::Role;
+            use domain::role::{Action, Resource, Role};
             use time::OffsetDateTime;
             use $crate::sql::decode;
             use $crate::sql::queries as q;
-            use $crate::sql::{clamp_limit, db_err, group_by_doc, opt_secs, page, secs, to_json};
+            use $crate::sql::{
+                chain_name, clamp_limit, db_err, group_by_chain, group_by_doc, opt_secs, page, permissions_json, secs,
+                to_json,
+            };
             use $crate::{
-                AppRecord, AuditRecord, DocKey, DocRecord, DocState, InvoiceRecord, Page, RefreshKind,
-                RefreshTokenRecord, Result, RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError,
-                TenantRecord, UserRecord,
+                AppRecord, AuditFilter, AuditRecord, CustomRoleRecord, DeliveryRecord, DocKey, DocRecord, DocState,
+                InviteAcceptor, InviteRecord, InvoiceRecord, JobNext, MemberRecord, MfaRecord, Page,
+                PasswordResetRecord, RefreshKind, RefreshTokenRecord, Result, RotateOutcome, SessionRecord,
+                SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord, WebhookJobRecord, WebhookRecord,
             };
 
             impl $store {
@@ -150,6 +156,134 @@ macro_rules! impl_store {
                         .bind(opt_secs(token.used_at))
                         .bind(opt_secs(token.revoked_at))
                         .bind(app_id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                /// Locks the tenant (PostgreSQL: its row, until commit), so
+                /// rules over several of its rows hold. `NotFound` if absent.
+                async fn lock_tenant(conn: &mut <$db as sqlx::Database>::Connection, tenant: TenantId) -> Result<()> {
+                    sqlx::query(q::$locks::LOCK_TENANT)
+                        .bind(tenant.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db_err)?
+                        .map(|_| ())
+                        .ok_or(StoreError::NotFound)
+                }
+
+                /// `Conflict("unknown_role")` unless `role` is built in or one
+                /// of the tenant's custom roles (call with the tenant locked).
+                async fn check_role(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    tenant: TenantId,
+                    role: &str,
+                ) -> Result<()> {
+                    if Role::parse(role).is_ok() {
+                        return Ok(());
+                    }
+                    let row = sqlx::query(q::COUNT_CUSTOM_ROLE)
+                        .bind(tenant.to_string())
+                        .bind(role)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    if decode::count(&row)? == 0 {
+                        return Err(StoreError::Conflict("unknown_role"));
+                    }
+                    Ok(())
+                }
+
+                /// `Conflict("last_super_admin")` if the tenant has no
+                /// `super_admin` left (call with the tenant locked, after the change).
+                async fn ensure_super_admin(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    tenant: TenantId,
+                ) -> Result<()> {
+                    let row = sqlx::query(q::COUNT_SUPER_ADMINS)
+                        .bind(tenant.to_string())
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    if decode::count(&row)? == 0 {
+                        return Err(StoreError::Conflict("last_super_admin"));
+                    }
+                    Ok(())
+                }
+
+                /// Reserves each event's place at the end of its chain (heads
+                /// locked in chain order), computes the links and stores the
+                /// new head hashes. Answers `(chain_seq, prev_hash, hash)` per
+                /// event, in `events` order.
+                async fn chain_events(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    events: &[AuditRecord],
+                ) -> Result<Vec<(i64, String, String)>> {
+                    let mut links = vec![(0, String::new(), String::new()); events.len()];
+                    for (chain, entries) in group_by_chain(events) {
+                        let n = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+                        let row = sqlx::query(q::RESERVE_AUDIT_SEQS)
+                            .bind(&chain)
+                            .bind(n)
+                            .bind(GENESIS_HASH)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(db_err)?;
+                        let (last_seq, mut prev) = decode::audit_head(&row)?;
+                        for (chain_seq, i) in (last_seq - n + 1..).zip(entries) {
+                            let hash = events[i].chain_hash(chain_seq, &prev);
+                            links[i] = (chain_seq, std::mem::replace(&mut prev, hash.clone()), hash);
+                        }
+                        sqlx::query(q::SET_AUDIT_HEAD_HASH)
+                            .bind(&chain)
+                            .bind(&prev)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    Ok(links)
+                }
+
+                async fn insert_audit(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    events: &[AuditRecord],
+                ) -> Result<()> {
+                    let links = Self::chain_events(conn, events).await?;
+                    for (event, (chain_seq, prev_hash, hash)) in events.iter().zip(links) {
+                        sqlx::query(q::INSERT_AUDIT)
+                            .bind(event.tenant_id.map(|t| t.to_string()))
+                            .bind(secs(event.at))
+                            .bind(&event.actor_type)
+                            .bind(event.actor_id.as_deref())
+                            .bind(&event.action)
+                            .bind(event.target_type.as_deref())
+                            .bind(event.target_id.as_deref())
+                            .bind(event.ip.as_deref())
+                            .bind(to_json(&event.details)?)
+                            .bind(chain_seq)
+                            .bind(prev_hash)
+                            .bind(hash)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    Ok(())
+                }
+
+                async fn insert_membership(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    tenant: TenantId,
+                    user: UserId,
+                    role: &str,
+                    now: OffsetDateTime,
+                ) -> Result<()> {
+                    sqlx::query(q::INSERT_MEMBERSHIP)
+                        .bind(tenant.to_string())
+                        .bind(user.to_string())
+                        .bind(role)
+                        .bind(secs(now))
                         .execute(&mut *conn)
                         .await
                         .map_err(db_err)?;
@@ -378,7 +512,7 @@ macro_rules! impl_store {
                     let mut tx = self.write_tx().await?;
                     // The state as of now, held until commit: the caller's
                     // earlier read may predate a rotation.
-                    let state = match sqlx::query(q::$lock_key)
+                    let state = match sqlx::query(q::$locks::KEY_STATE)
                         .bind(tenant.to_string())
                         .bind(kid)
                         .fetch_optional(&mut *tx)
@@ -896,20 +1030,44 @@ macro_rules! impl_store {
 
                 // ---- audit ------------------------------------------------
                 async fn append_audit(&self, event: &AuditRecord) -> Result<()> {
-                    sqlx::query(q::INSERT_AUDIT)
-                        .bind(event.tenant_id.map(|t| t.to_string()))
-                        .bind(secs(event.at))
-                        .bind(&event.actor_type)
-                        .bind(event.actor_id.as_deref())
-                        .bind(&event.action)
-                        .bind(event.target_type.as_deref())
-                        .bind(event.target_id.as_deref())
-                        .bind(event.ip.as_deref())
-                        .bind(to_json(&event.details)?)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
+                    self.append_audit_many(std::slice::from_ref(event)).await
+                }
+
+                async fn append_audit_many(&self, events: &[AuditRecord]) -> Result<()> {
+                    if events.is_empty() {
+                        return Ok(());
+                    }
+                    let mut tx = self.write_tx().await?;
+                    Self::insert_audit(&mut tx, events).await?;
+                    tx.commit().await.map_err(db_err)?;
                     Ok(())
+                }
+
+                async fn backfill_audit_chain(&self) -> Result<u64> {
+                    let mut tx = self.write_tx().await?;
+                    let rows = sqlx::query(q::$locks::UNCHAINED_AUDIT)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::audit)
+                        .collect::<Result<Vec<_>>>()?;
+                    if rows.is_empty() {
+                        return Ok(0);
+                    }
+                    let links = Self::chain_events(&mut tx, &rows).await?;
+                    for (row, (chain_seq, prev_hash, hash)) in rows.iter().zip(links) {
+                        sqlx::query(q::SET_AUDIT_CHAIN)
+                            .bind(row.seq)
+                            .bind(chain_seq)
+                            .bind(prev_hash)
+                            .bind(hash)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
                 }
 
                 async fn list_audit(&self, tenant: Option<TenantId>, limit: u32) -> Result<Vec<AuditRecord>> {
@@ -919,6 +1077,794 @@ macro_rules! impl_store {
                         None => sqlx::query(q::LIST_PLATFORM_AUDIT).bind(limit),
                     };
                     query.fetch_all(&self.pool).await.map_err(db_err)?.iter().map(decode::audit).collect()
+                }
+
+                async fn list_audit_page(
+                    &self,
+                    filter: &AuditFilter,
+                    before_seq: Option<i64>,
+                    limit: u32,
+                ) -> Result<Page<AuditRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_AUDIT_PAGE)
+                        .bind(chain_name(filter.tenant))
+                        .bind(before_seq.unwrap_or(i64::MAX))
+                        .bind(filter.action.as_deref())
+                        .bind(filter.actor_id.as_deref())
+                        .bind(opt_secs(filter.since))
+                        .bind(opt_secs(filter.until))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::audit)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |e| e.seq.to_string()))
+                }
+
+                async fn audit_chain_rows(
+                    &self,
+                    tenant: Option<TenantId>,
+                    after_chain_seq: i64,
+                    limit: u32,
+                ) -> Result<Vec<AuditRecord>> {
+                    sqlx::query(q::AUDIT_CHAIN_ROWS)
+                        .bind(chain_name(tenant))
+                        .bind(after_chain_seq)
+                        .bind(i64::from(clamp_limit(limit)))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::audit)
+                        .collect()
+                }
+
+                async fn audit_head(&self, tenant: Option<TenantId>) -> Result<Option<(i64, String)>> {
+                    sqlx::query(q::AUDIT_HEAD)
+                        .bind(chain_name(tenant))
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::audit_head(&r))
+                        .transpose()
+                }
+
+                async fn audit_chains(&self) -> Result<Vec<Option<TenantId>>> {
+                    sqlx::query(q::AUDIT_CHAINS)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::audit_chain)
+                        .collect()
+                }
+
+                // ---- members ----------------------------------------------
+                async fn add_membership(
+                    &self,
+                    tenant: TenantId,
+                    user: UserId,
+                    role: &str,
+                    now: OffsetDateTime,
+                ) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    Self::lock_tenant(&mut tx, tenant).await?;
+                    Self::check_role(&mut tx, tenant, role).await?;
+                    Self::insert_membership(&mut tx, tenant, user, role, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn list_members(
+                    &self,
+                    tenant: TenantId,
+                    after: Option<&str>,
+                    limit: u32,
+                ) -> Result<Page<MemberRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_MEMBERS)
+                        .bind(tenant.to_string())
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::member)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |m| m.user_id.to_string()))
+                }
+
+                async fn set_member_role(&self, tenant: TenantId, user: UserId, role: &str) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    Self::lock_tenant(&mut tx, tenant).await?;
+                    Self::check_role(&mut tx, tenant, role).await?;
+                    let changed = sqlx::query(q::SET_MEMBER_ROLE)
+                        .bind(tenant.to_string())
+                        .bind(user.to_string())
+                        .bind(role)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected();
+                    if changed == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Self::ensure_super_admin(&mut tx, tenant).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn remove_membership(&self, tenant: TenantId, user: UserId) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    Self::lock_tenant(&mut tx, tenant).await?;
+                    let removed = sqlx::query(q::DELETE_MEMBERSHIP)
+                        .bind(tenant.to_string())
+                        .bind(user.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected();
+                    if removed == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Self::ensure_super_admin(&mut tx, tenant).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                // ---- custom roles -----------------------------------------
+                async fn create_role(&self, role: &CustomRoleRecord) -> Result<()> {
+                    if Role::parse(&role.name).is_ok() {
+                        return Err(StoreError::Conflict("role_exists"));
+                    }
+                    sqlx::query(q::INSERT_ROLE)
+                        .bind(role.tenant_id.to_string())
+                        .bind(&role.name)
+                        .bind(permissions_json(&role.permissions)?)
+                        .bind(secs(role.created_at))
+                        .bind(secs(role.updated_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn get_role(&self, tenant: TenantId, name: &str) -> Result<Option<CustomRoleRecord>> {
+                    sqlx::query(q::GET_ROLE)
+                        .bind(tenant.to_string())
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::custom_role(&r))
+                        .transpose()
+                }
+
+                async fn list_roles(&self, tenant: TenantId) -> Result<Vec<CustomRoleRecord>> {
+                    sqlx::query(q::LIST_ROLES)
+                        .bind(tenant.to_string())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::custom_role)
+                        .collect()
+                }
+
+                async fn update_role_permissions(
+                    &self,
+                    tenant: TenantId,
+                    name: &str,
+                    permissions: &[(Resource, Action)],
+                    now: OffsetDateTime,
+                ) -> Result<()> {
+                    let done = sqlx::query(q::UPDATE_ROLE)
+                        .bind(tenant.to_string())
+                        .bind(name)
+                        .bind(permissions_json(permissions)?)
+                        .bind(secs(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn delete_role(&self, tenant: TenantId, name: &str, now: OffsetDateTime) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    Self::lock_tenant(&mut tx, tenant).await?;
+                    let deleted = sqlx::query(q::DELETE_ROLE)
+                        .bind(tenant.to_string())
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected();
+                    if deleted == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    let uses = sqlx::query(q::COUNT_ROLE_USES)
+                        .bind(tenant.to_string())
+                        .bind(name)
+                        .bind(secs(now))
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if decode::count(&uses)? > 0 {
+                        return Err(StoreError::Conflict("role_in_use"));
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                // ---- invites ----------------------------------------------
+                async fn create_invite(&self, invite: &InviteRecord) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
+                    Self::lock_tenant(&mut tx, invite.tenant_id).await?;
+                    Self::check_role(&mut tx, invite.tenant_id, &invite.role).await?;
+                    sqlx::query(q::INSERT_INVITE)
+                        .bind(&invite.id)
+                        .bind(invite.tenant_id.to_string())
+                        .bind(&invite.email)
+                        .bind(&invite.role)
+                        .bind(&invite.token_hash)
+                        .bind(invite.invited_by.to_string())
+                        .bind(secs(invite.created_at))
+                        .bind(secs(invite.expires_at))
+                        .bind(opt_secs(invite.accepted_at))
+                        .bind(invite.accepted_by.map(|u| u.to_string()))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn list_invites(
+                    &self,
+                    tenant: TenantId,
+                    after: Option<&str>,
+                    limit: u32,
+                ) -> Result<Page<InviteRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_PENDING_INVITES)
+                        .bind(tenant.to_string())
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::invite)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |i| i.id.clone()))
+                }
+
+                async fn delete_invite(&self, tenant: TenantId, id: &str) -> Result<bool> {
+                    let done = sqlx::query(q::DELETE_INVITE)
+                        .bind(tenant.to_string())
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn get_invite_by_token(&self, token_hash: &str) -> Result<Option<InviteRecord>> {
+                    sqlx::query(q::GET_INVITE_BY_TOKEN)
+                        .bind(token_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::invite(&r))
+                        .transpose()
+                }
+
+                async fn accept_invite(
+                    &self,
+                    token_hash: &str,
+                    acceptor: InviteAcceptor<'_>,
+                    now: OffsetDateTime,
+                ) -> Result<InviteRecord> {
+                    let user = acceptor.user_id();
+                    let mut tx = self.write_tx().await?;
+                    let invite = sqlx::query(q::ACCEPT_INVITE)
+                        .bind(token_hash)
+                        .bind(secs(now))
+                        .bind(user.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::invite(&r))
+                        .transpose()?
+                        .ok_or(StoreError::Conflict("invalid_token"))?;
+                    Self::lock_tenant(&mut tx, invite.tenant_id).await?;
+                    Self::check_role(&mut tx, invite.tenant_id, &invite.role).await?;
+                    if let InviteAcceptor::NewUser(record) = acceptor {
+                        Self::insert_user(&mut tx, record).await?;
+                    }
+                    Self::insert_membership(&mut tx, invite.tenant_id, user, &invite.role, now).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(invite)
+                }
+
+                // ---- password resets --------------------------------------
+                async fn create_password_reset(&self, reset: &PasswordResetRecord) -> Result<()> {
+                    sqlx::query(q::INSERT_RESET)
+                        .bind(&reset.token_hash)
+                        .bind(reset.user_id.to_string())
+                        .bind(secs(reset.created_at))
+                        .bind(secs(reset.expires_at))
+                        .bind(opt_secs(reset.used_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn consume_password_reset(
+                    &self,
+                    token_hash: &str,
+                    new_password_hash: &str,
+                    now: OffsetDateTime,
+                ) -> Result<UserId> {
+                    let mut tx = self.write_tx().await?;
+                    // The user first, then the token: the user's row lock
+                    // (PostgreSQL) orders every reset of one user, whereas
+                    // locking two of their tokens first could deadlock.
+                    let user = sqlx::query(q::RESET_USER)
+                        .bind(token_hash)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::user_id(&r))
+                        .transpose()?
+                        .ok_or(StoreError::Conflict("invalid_token"))?;
+                    let id = user.to_string();
+                    sqlx::query(q::$locks::LOCK_USER).bind(&id).fetch_optional(&mut *tx).await.map_err(db_err)?;
+                    let consumed = sqlx::query(q::CONSUME_RESET)
+                        .bind(token_hash)
+                        .bind(secs(now))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if consumed.is_none() {
+                        return Err(StoreError::Conflict("invalid_token"));
+                    }
+                    sqlx::query(q::SET_USER_PASSWORD)
+                        .bind(&id)
+                        .bind(new_password_hash)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    sqlx::query(q::DELETE_USER_SESSIONS).bind(&id).execute(&mut *tx).await.map_err(db_err)?;
+                    for sql in [q::REVOKE_USER_REFRESH, q::USE_USER_RESETS] {
+                        sqlx::query(sql).bind(&id).bind(secs(now)).execute(&mut *tx).await.map_err(db_err)?;
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(user)
+                }
+
+                async fn set_user_password(&self, user: UserId, password_hash: &str) -> Result<()> {
+                    let done = sqlx::query(q::SET_USER_PASSWORD)
+                        .bind(user.to_string())
+                        .bind(password_hash)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                // ---- MFA --------------------------------------------------
+                async fn put_pending_mfa(
+                    &self,
+                    user: UserId,
+                    secret_enc: &[u8],
+                    master_key_version: u32,
+                    now: OffsetDateTime,
+                ) -> Result<()> {
+                    let done = sqlx::query(q::PUT_PENDING_MFA)
+                        .bind(user.to_string())
+                        .bind(secret_enc)
+                        .bind(i64::from(master_key_version))
+                        .bind(secs(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::Conflict("mfa_already_enabled"));
+                    }
+                    Ok(())
+                }
+
+                async fn get_mfa(&self, user: UserId) -> Result<Option<MfaRecord>> {
+                    sqlx::query(q::GET_MFA)
+                        .bind(user.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::mfa(&r))
+                        .transpose()
+                }
+
+                async fn enable_mfa(
+                    &self,
+                    user: UserId,
+                    step: i64,
+                    recovery_code_hashes: &[String],
+                    now: OffsetDateTime,
+                ) -> Result<()> {
+                    let id = user.to_string();
+                    let mut tx = self.write_tx().await?;
+                    let enabled = sqlx::query(q::ENABLE_MFA)
+                        .bind(&id)
+                        .bind(secs(now))
+                        .bind(step)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected();
+                    if enabled == 0 {
+                        return Err(StoreError::Conflict("mfa_not_pending"));
+                    }
+                    sqlx::query(q::DELETE_RECOVERY_CODES).bind(&id).execute(&mut *tx).await.map_err(db_err)?;
+                    for code in recovery_code_hashes {
+                        sqlx::query(q::INSERT_RECOVERY_CODE)
+                            .bind(&id)
+                            .bind(code)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn consume_totp_step(&self, user: UserId, step: i64) -> Result<bool> {
+                    let done = sqlx::query(q::CONSUME_TOTP_STEP)
+                        .bind(user.to_string())
+                        .bind(step)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn consume_recovery_code(
+                    &self,
+                    user: UserId,
+                    code_hash: &str,
+                    now: OffsetDateTime,
+                ) -> Result<bool> {
+                    let done = sqlx::query(q::CONSUME_RECOVERY_CODE)
+                        .bind(user.to_string())
+                        .bind(code_hash)
+                        .bind(secs(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn disable_mfa(&self, user: UserId) -> Result<bool> {
+                    let done =
+                        sqlx::query(q::DELETE_MFA).bind(user.to_string()).execute(&self.pool).await.map_err(db_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn unused_recovery_codes(&self, user: UserId) -> Result<i64> {
+                    let row = sqlx::query(q::COUNT_UNUSED_CODES)
+                        .bind(user.to_string())
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    decode::count(&row)
+                }
+
+                async fn list_all_mfa_secrets(&self) -> Result<Vec<MfaRecord>> {
+                    sqlx::query(q::LIST_ALL_MFA)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::mfa)
+                        .collect()
+                }
+
+                async fn rewrap_mfa_secret(
+                    &self,
+                    user: UserId,
+                    secret_enc: &[u8],
+                    master_key_version: u32,
+                ) -> Result<()> {
+                    let done = sqlx::query(q::REWRAP_MFA)
+                        .bind(user.to_string())
+                        .bind(secret_enc)
+                        .bind(i64::from(master_key_version))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                // ---- webhooks ---------------------------------------------
+                async fn create_webhook(&self, webhook: &WebhookRecord) -> Result<()> {
+                    let done = sqlx::query(q::INSERT_WEBHOOK)
+                        .bind(&webhook.id)
+                        .bind(webhook.tenant_id.to_string())
+                        .bind(webhook.app_id.to_string())
+                        .bind(&webhook.url)
+                        .bind(to_json(&webhook.events)?)
+                        .bind(&webhook.secret_enc)
+                        .bind(i64::from(webhook.master_key_version))
+                        .bind(secs(webhook.created_at))
+                        .bind(secs(webhook.updated_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn get_webhook(&self, tenant: TenantId, app: AppId, id: &str) -> Result<Option<WebhookRecord>> {
+                    sqlx::query(q::GET_WEBHOOK)
+                        .bind(tenant.to_string())
+                        .bind(app.to_string())
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::webhook(&r))
+                        .transpose()
+                }
+
+                async fn list_webhooks(
+                    &self,
+                    app: AppId,
+                    after: Option<&str>,
+                    limit: u32,
+                ) -> Result<Page<WebhookRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_WEBHOOKS)
+                        .bind(app.to_string())
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::webhook)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |w| w.id.clone()))
+                }
+
+                async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<()> {
+                    let done = sqlx::query(q::UPDATE_WEBHOOK)
+                        .bind(webhook.tenant_id.to_string())
+                        .bind(webhook.app_id.to_string())
+                        .bind(&webhook.id)
+                        .bind(&webhook.url)
+                        .bind(to_json(&webhook.events)?)
+                        .bind(secs(webhook.updated_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn set_webhook_secret(
+                    &self,
+                    id: &str,
+                    secret_enc: &[u8],
+                    master_key_version: u32,
+                    now: OffsetDateTime,
+                ) -> Result<()> {
+                    let done = sqlx::query(q::SET_WEBHOOK_SECRET)
+                        .bind(id)
+                        .bind(secret_enc)
+                        .bind(i64::from(master_key_version))
+                        .bind(secs(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn delete_webhook(&self, tenant: TenantId, app: AppId, id: &str) -> Result<bool> {
+                    let done = sqlx::query(q::DELETE_WEBHOOK)
+                        .bind(tenant.to_string())
+                        .bind(app.to_string())
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn webhooks_for_tenant(&self, tenant: TenantId) -> Result<Vec<WebhookRecord>> {
+                    sqlx::query(q::TENANT_WEBHOOKS)
+                        .bind(tenant.to_string())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::webhook)
+                        .collect()
+                }
+
+                async fn list_all_webhook_secrets(&self) -> Result<Vec<WebhookRecord>> {
+                    sqlx::query(q::LIST_ALL_WEBHOOKS)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::webhook)
+                        .collect()
+                }
+
+                async fn rewrap_webhook_secret(
+                    &self,
+                    id: &str,
+                    secret_enc: &[u8],
+                    master_key_version: u32,
+                ) -> Result<()> {
+                    let done = sqlx::query(q::REWRAP_WEBHOOK)
+                        .bind(id)
+                        .bind(secret_enc)
+                        .bind(i64::from(master_key_version))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                // ---- webhook outbox ---------------------------------------
+                async fn enqueue_webhook_jobs(&self, jobs: &[WebhookJobRecord]) -> Result<u64> {
+                    if jobs.is_empty() {
+                        return Ok(0);
+                    }
+                    // In key order, so two batches holding some of the same
+                    // (event, webhook) pairs cannot deadlock on PostgreSQL
+                    // (each waits on the other's uncommitted insert).
+                    let mut ordered: Vec<&WebhookJobRecord> = jobs.iter().collect();
+                    ordered.sort_by(|a, b| (&a.event_id, &a.webhook_id).cmp(&(&b.event_id, &b.webhook_id)));
+                    let mut tx = self.write_tx().await?;
+                    let mut added = 0;
+                    for job in ordered {
+                        added += sqlx::query(q::ENQUEUE_JOB)
+                            .bind(&job.id)
+                            .bind(&job.event_id)
+                            .bind(&job.webhook_id)
+                            .bind(&job.event_type)
+                            .bind(&job.payload)
+                            .bind(secs(job.next_attempt_at))
+                            .bind(secs(job.created_at))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?
+                            .rows_affected();
+                    }
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(added)
+                }
+
+                async fn claim_webhook_jobs(
+                    &self,
+                    now: OffsetDateTime,
+                    lease_until: OffsetDateTime,
+                    limit: u32,
+                ) -> Result<Vec<WebhookJobRecord>> {
+                    let mut jobs = sqlx::query(q::$locks::CLAIM_JOBS)
+                        .bind(secs(now))
+                        .bind(secs(lease_until))
+                        .bind(i64::from(clamp_limit(limit)))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::job)
+                        .collect::<Result<Vec<_>>>()?;
+                    // RETURNING keeps no order.
+                    jobs.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+                    Ok(jobs)
+                }
+
+                async fn finish_webhook_attempt(
+                    &self,
+                    job_id: &str,
+                    delivery: &DeliveryRecord,
+                    next: JobNext,
+                ) -> Result<()> {
+                    let (status, next_attempt_at) = match next {
+                        JobNext::Delivered => ("delivered", None),
+                        JobNext::Retry { at } => ("pending", Some(secs(at))),
+                        JobNext::Failed => ("failed", None),
+                    };
+                    let mut tx = self.write_tx().await?;
+                    let finished = sqlx::query(q::FINISH_JOB)
+                        .bind(job_id)
+                        .bind(status)
+                        .bind(next_attempt_at)
+                        .bind(secs(delivery.at))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    let Some(row) = finished else {
+                        let found = sqlx::query(q::COUNT_JOB).bind(job_id).fetch_one(&mut *tx).await.map_err(db_err)?;
+                        return Err(if decode::count(&found)? > 0 {
+                            StoreError::Conflict("job_not_pending")
+                        } else {
+                            StoreError::NotFound
+                        });
+                    };
+                    let (webhook_id, event_id, event_type, attempt) = decode::finished_job(&row)?;
+                    sqlx::query(q::INSERT_DELIVERY)
+                        .bind(webhook_id)
+                        .bind(job_id)
+                        .bind(event_id)
+                        .bind(event_type)
+                        .bind(attempt)
+                        .bind(secs(delivery.at))
+                        .bind(delivery.status_code.map(i64::from))
+                        .bind(delivery.latency_ms)
+                        .bind(delivery.error.as_deref())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn list_webhook_deliveries(
+                    &self,
+                    webhook: &str,
+                    before_seq: Option<i64>,
+                    limit: u32,
+                ) -> Result<Page<DeliveryRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_DELIVERIES)
+                        .bind(webhook)
+                        .bind(before_seq.unwrap_or(i64::MAX))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::delivery)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |d| d.seq.to_string()))
+                }
+
+                async fn get_webhook_job(&self, id: &str) -> Result<Option<WebhookJobRecord>> {
+                    sqlx::query(q::GET_JOB)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::job(&r))
+                        .transpose()
                 }
             }
         };

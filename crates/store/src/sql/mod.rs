@@ -16,8 +16,12 @@
 //!
 //! Rules that must hold under concurrency are held by the database: unique
 //! indexes (one free app per tenant, one setup, one active signing key per
-//! tenant), compare-and-set updates (refresh-token rotation, plan changes)
-//! and locked reads inside the write transaction (key revocation), never
+//! tenant, one job per event and webhook), compare-and-set updates
+//! (refresh-token rotation, plan changes, single-use invite and reset
+//! tokens, TOTP steps, recovery codes), upserts that lock a counter row
+//! (document seqs, audit chain heads) and locked reads inside the write
+//! transaction (key revocation; the tenant row for the last-`super_admin`
+//! and role-in-use rules; `SKIP LOCKED` webhook job claims), never
 //! read-then-write in Rust across transactions.
 
 #[macro_use]
@@ -93,8 +97,29 @@ fn conflict_code(constraint: &str) -> &'static str {
         // The partial unique index `signing_keys_one_active_per_tenant`
         // (the table's only unique rule on `tenant_id`).
         "signing_keys_one_active_per_tenant" | "signing_keys.tenant_id" => "key_conflict",
+        "memberships_pkey" | "memberships.tenant_id, memberships.user_id" => "already_member",
+        "custom_roles_pkey" | "custom_roles.tenant_id, custom_roles.name" => "role_exists",
+        "invites_token_hash_key" | "invites.token_hash" => "token_taken",
         _ => "conflict",
     }
+}
+
+/// Stored form of one permission of a custom role: `{"resource": …, "action": …}`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Permission {
+    resource: domain::role::Resource,
+    action: domain::role::Action,
+}
+
+fn permissions_json(permissions: &[(domain::role::Resource, domain::role::Action)]) -> Result<String> {
+    let list: Vec<Permission> = permissions.iter().map(|&(resource, action)| Permission { resource, action }).collect();
+    to_json(&list)
+}
+
+/// The name of an audit chain in `audit_heads` (and of its rows, as
+/// `COALESCE(tenant_id, '')`): the tenant id, or '' for the platform chain.
+fn chain_name(tenant: Option<domain::ids::TenantId>) -> String {
+    tenant.map(|t| t.to_string()).unwrap_or_default()
 }
 
 /// Stored form of a time: whole Unix seconds.
@@ -152,6 +177,18 @@ fn group_by_doc(batch: &[(DocKey, Vec<u8>)]) -> Vec<DocAppend<'_>> {
     docs.into_values().collect()
 }
 
+/// The entries of an audit batch grouped by chain (see [`chain_name`]), in
+/// chain order, each chain's entries in batch order. Every transaction that
+/// locks several chain heads thus takes the locks in the same order, so
+/// concurrent batches cannot deadlock on PostgreSQL.
+fn group_by_chain(events: &[crate::AuditRecord]) -> Vec<(String, Vec<usize>)> {
+    let mut chains: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, event) in events.iter().enumerate() {
+        chains.entry(chain_name(event.tenant_id)).or_default().push(i);
+    }
+    chains.into_iter().collect()
+}
+
 fn byte_len(data: &[u8]) -> i64 {
     // A slice never holds more than isize::MAX bytes.
     i64::try_from(data.len()).unwrap_or(i64::MAX)
@@ -179,6 +216,9 @@ mod tests {
             ("apps_client_id_key", "apps.client_id", "client_id_taken"),
             ("signing_keys_kid_key", "signing_keys.kid", "kid_taken"),
             ("signing_keys_one_active_per_tenant", "signing_keys.tenant_id", "key_conflict"),
+            ("memberships_pkey", "memberships.tenant_id, memberships.user_id", "already_member"),
+            ("custom_roles_pkey", "custom_roles.tenant_id, custom_roles.name", "role_exists"),
+            ("invites_token_hash_key", "invites.token_hash", "token_taken"),
             ("apps_pkey", "apps.id", "conflict"),
         ] {
             assert_eq!(conflict_code(pg), code);

@@ -9,6 +9,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "documents", include_str!("../../migrations/postgres/0002_documents.sql")),
     (3, "security", include_str!("../../migrations/postgres/0003_security.sql")),
+    (4, "members", include_str!("../../migrations/postgres/0004_members.sql")),
 ];
 
 const POOL_SIZE: u32 = 10;
@@ -41,7 +42,11 @@ impl PostgresStore {
         // sqlx holds an advisory lock while migrating, so several replicas
         // starting together apply each migration once.
         migrator(MIGRATIONS).run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        // Audit rows written before the hash chain existed get chained
+        // once; later starts find none.
+        crate::Store::backfill_audit_chain(&store).await?;
+        Ok(store)
     }
 
     /// Waits for in-flight queries and closes every connection.
@@ -58,4 +63,4 @@ impl PostgresStore {
     }
 }
 
-impl_store!(PostgresStore, sqlx::Postgres, begin_write = "BEGIN", lock_key = KEY_STATE_FOR_UPDATE);
+impl_store!(PostgresStore, sqlx::Postgres, begin_write = "BEGIN", locks = locking);

@@ -55,8 +55,102 @@ macro_rules! doc_cols {
 }
 macro_rules! audit_cols {
     () => {
-        "seq, tenant_id, at, actor_type, actor_id, action, target_type, target_id, ip, details"
+        concat!(
+            "seq, tenant_id, at, actor_type, actor_id, action, target_type, target_id, ip, details, ",
+            "chain_seq, prev_hash, hash"
+        )
     };
+}
+macro_rules! invite_cols {
+    () => {
+        "id, tenant_id, email, role, token_hash, invited_by, created_at, expires_at, accepted_at, accepted_by"
+    };
+}
+macro_rules! mfa_cols {
+    () => {
+        "user_id, secret_enc, master_key_version, created_at, enabled_at, last_step"
+    };
+}
+macro_rules! webhook_cols {
+    () => {
+        "id, tenant_id, app_id, url, events, secret_enc, master_key_version, created_at, updated_at"
+    };
+}
+macro_rules! job_cols {
+    () => {
+        concat!(
+            "id, event_id, webhook_id, tenant_id, event_type, payload, attempt, status, next_attempt_at, ",
+            "locked_until, created_at, updated_at"
+        )
+    };
+}
+macro_rules! delivery_cols {
+    () => {
+        "seq, webhook_id, job_id, event_id, event_type, attempt, at, status_code, latency_ms, error"
+    };
+}
+
+macro_rules! key_state {
+    () => {
+        "SELECT state FROM signing_keys WHERE tenant_id = $1 AND kid = $2"
+    };
+}
+macro_rules! lock_tenant {
+    () => {
+        "SELECT id FROM tenants WHERE id = $1"
+    };
+}
+macro_rules! lock_user {
+    () => {
+        "SELECT id FROM users WHERE id = $1"
+    };
+}
+macro_rules! unchained_audit {
+    () => {
+        concat!("SELECT ", audit_cols!(), " FROM audit_events WHERE chain_seq IS NULL ORDER BY seq")
+    };
+}
+macro_rules! claim_jobs {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE webhook_jobs SET locked_until = $2 WHERE id IN (SELECT id FROM webhook_jobs ",
+            "WHERE status = 'pending' AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1) ",
+            "ORDER BY next_attempt_at, id LIMIT $3",
+            $lock,
+            ") RETURNING ",
+            job_cols!()
+        )
+    };
+}
+
+/// The statements that read rows a write transaction then decides on, for
+/// PostgreSQL: the row locks make a concurrent writer of those rows wait for
+/// this transaction (or this one wait for it, then read what it committed).
+pub mod locking {
+    /// The state a key revocation decides on.
+    pub const KEY_STATE: &str = concat!(key_state!(), " FOR UPDATE");
+    /// Serialises a tenant's membership, role and invite changes, so rules
+    /// spanning several rows (the last `super_admin`, a role in use) hold.
+    pub const LOCK_TENANT: &str = concat!(lock_tenant!(), " FOR UPDATE");
+    /// Serialises a user's password resets: taken before any reset token
+    /// is touched, so two resets of one user cannot deadlock.
+    pub const LOCK_USER: &str = concat!(lock_user!(), " FOR UPDATE");
+    /// Audit rows from before the hash chain; two stores starting together
+    /// chain each row once (the second finds them chained after the wait).
+    pub const UNCHAINED_AUDIT: &str = concat!(unchained_audit!(), " FOR UPDATE");
+    /// Due jobs, skipping those another dispatcher is claiming right now.
+    pub const CLAIM_JOBS: &str = claim_jobs!(" FOR UPDATE SKIP LOCKED");
+}
+
+/// The same statements for SQLite, whose write transaction (`BEGIN
+/// IMMEDIATE`) already excludes every other writer, and which has no
+/// `FOR UPDATE`.
+pub mod plain {
+    pub const KEY_STATE: &str = key_state!();
+    pub const LOCK_TENANT: &str = lock_tenant!();
+    pub const LOCK_USER: &str = lock_user!();
+    pub const UNCHAINED_AUDIT: &str = unchained_audit!();
+    pub const CLAIM_JOBS: &str = claim_jobs!("");
 }
 
 pub const PING: &str = "SELECT 1";
@@ -97,18 +191,6 @@ pub const GET_KEY: &str = concat!("SELECT ", key_cols!(), " FROM signing_keys WH
 /// unique index (one active key per tenant) sees the old key retired.
 pub const RETIRE_ACTIVE_KEYS: &str = "UPDATE signing_keys SET state = 'retiring', retires_at = $2 \
      WHERE tenant_id = $1 AND state = 'active'";
-macro_rules! key_state {
-    () => {
-        "SELECT state FROM signing_keys WHERE tenant_id = $1 AND kid = $2"
-    };
-}
-/// The state a revocation decides on, for SQLite, whose write transaction
-/// (`BEGIN IMMEDIATE`) already excludes every other writer.
-pub const KEY_STATE: &str = key_state!();
-/// The same for PostgreSQL: the row lock makes a concurrent rotation or
-/// revocation of the key wait for this transaction (or this one wait for
-/// it, then read the state it committed). SQLite has no `FOR UPDATE`.
-pub const KEY_STATE_FOR_UPDATE: &str = concat!(key_state!(), " FOR UPDATE");
 pub const REVOKE_KEY: &str = "UPDATE signing_keys SET state = 'revoked', revoked_at = $3 \
      WHERE tenant_id = $1 AND kid = $2 AND state <> 'revoked'";
 pub const REWRAP_KEY: &str = "UPDATE signing_keys SET private_key_enc = $2, master_key_version = $3 WHERE kid = $1";
@@ -240,11 +322,163 @@ pub const DOC_LOG_STATS: &str = "SELECT last_seq - snapshot_seq AS n, \
 
 // ---- audit -----------------------------------------------------------------
 pub const INSERT_AUDIT: &str = "INSERT INTO audit_events \
-     (tenant_id, at, actor_type, actor_id, action, target_type, target_id, ip, details) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     (tenant_id, at, actor_type, actor_id, action, target_type, target_id, ip, details, chain_seq, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+/// Reserves `$2` positions at the end of chain `$1` (creating its head with
+/// `$3`, the genesis hash): answers the chain's new `last_seq` and the hash
+/// of the entry before the reserved ones (`last_hash` is left as it was; the
+/// caller stores the new one with `SET_AUDIT_HEAD_HASH`). On PostgreSQL the
+/// upsert locks the head row until commit, so appends to one chain take
+/// their positions one after the other; on SQLite it is the transaction's
+/// first write, and `BEGIN IMMEDIATE` already made it the only writer.
+pub const RESERVE_AUDIT_SEQS: &str = "INSERT INTO audit_heads (chain, last_seq, last_hash) VALUES ($1, $2, $3) \
+     ON CONFLICT (chain) DO UPDATE SET last_seq = audit_heads.last_seq + excluded.last_seq \
+     RETURNING last_seq, last_hash";
+pub const SET_AUDIT_HEAD_HASH: &str = "UPDATE audit_heads SET last_hash = $2 WHERE chain = $1";
+pub const SET_AUDIT_CHAIN: &str = "UPDATE audit_events SET chain_seq = $2, prev_hash = $3, hash = $4 WHERE seq = $1";
 // Two texts rather than `IS NOT DISTINCT FROM`, which PostgreSQL cannot
 // answer from the (tenant_id, seq) index.
 pub const LIST_TENANT_AUDIT: &str =
     concat!("SELECT ", audit_cols!(), " FROM audit_events WHERE tenant_id = $1 ORDER BY seq DESC LIMIT $2");
 pub const LIST_PLATFORM_AUDIT: &str =
     concat!("SELECT ", audit_cols!(), " FROM audit_events WHERE tenant_id IS NULL ORDER BY seq DESC LIMIT $1");
+/// Chains are named by `COALESCE(tenant_id, '')`, which the migration
+/// indexes, so one text serves tenant and platform chains. `$2` is the
+/// exclusive upper bound on `seq`; a NULL filter matches everything.
+pub const LIST_AUDIT_PAGE: &str = concat!(
+    "SELECT ",
+    audit_cols!(),
+    " FROM audit_events WHERE COALESCE(tenant_id, '') = $1 AND seq < $2 ",
+    "AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR actor_id = $4) ",
+    "AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at <= $6) ORDER BY seq DESC LIMIT $7"
+);
+pub const AUDIT_CHAIN_ROWS: &str = concat!(
+    "SELECT ",
+    audit_cols!(),
+    " FROM audit_events WHERE COALESCE(tenant_id, '') = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3"
+);
+pub const AUDIT_HEAD: &str = "SELECT last_seq, last_hash FROM audit_heads WHERE chain = $1";
+pub const AUDIT_CHAINS: &str = "SELECT chain FROM audit_heads ORDER BY chain";
+
+// ---- members and custom roles ----------------------------------------------
+pub const LIST_MEMBERS: &str = "SELECT m.user_id, u.email, m.role, m.created_at, f.enabled_at AS mfa_enabled_at \
+     FROM memberships m JOIN users u ON u.id = m.user_id LEFT JOIN user_mfa f ON f.user_id = m.user_id \
+     WHERE m.tenant_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3";
+pub const SET_MEMBER_ROLE: &str = "UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2";
+pub const DELETE_MEMBERSHIP: &str = "DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2";
+pub const COUNT_SUPER_ADMINS: &str =
+    "SELECT COUNT(*) AS n FROM memberships WHERE tenant_id = $1 AND role = 'super_admin'";
+pub const COUNT_CUSTOM_ROLE: &str = "SELECT COUNT(*) AS n FROM custom_roles WHERE tenant_id = $1 AND name = $2";
+pub const INSERT_ROLE: &str =
+    "INSERT INTO custom_roles (tenant_id, name, permissions, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)";
+pub const GET_ROLE: &str = "SELECT tenant_id, name, permissions, created_at, updated_at FROM custom_roles \
+     WHERE tenant_id = $1 AND name = $2";
+pub const LIST_ROLES: &str = "SELECT tenant_id, name, permissions, created_at, updated_at FROM custom_roles \
+     WHERE tenant_id = $1 ORDER BY name";
+pub const UPDATE_ROLE: &str =
+    "UPDATE custom_roles SET permissions = $3, updated_at = $4 WHERE tenant_id = $1 AND name = $2";
+/// Members holding role `$2`, plus invites that could still grant it.
+pub const COUNT_ROLE_USES: &str = "SELECT \
+     (SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = $2) + \
+     (SELECT COUNT(*) FROM invites WHERE tenant_id = $1 AND role = $2 AND accepted_at IS NULL AND expires_at > $3) \
+     AS n";
+pub const DELETE_ROLE: &str = "DELETE FROM custom_roles WHERE tenant_id = $1 AND name = $2";
+
+// ---- invites and password resets ---------------------------------------------
+pub const INSERT_INVITE: &str =
+    concat!("INSERT INTO invites (", invite_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+/// `$2` is the exclusive lower bound (`''` for the first page).
+pub const LIST_PENDING_INVITES: &str = concat!(
+    "SELECT ",
+    invite_cols!(),
+    " FROM invites WHERE tenant_id = $1 AND accepted_at IS NULL AND id > $2 ORDER BY id LIMIT $3"
+);
+pub const DELETE_INVITE: &str = "DELETE FROM invites WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL";
+pub const GET_INVITE_BY_TOKEN: &str = concat!("SELECT ", invite_cols!(), " FROM invites WHERE token_hash = $1");
+/// The compare-and-set that makes an invite single-use (on PostgreSQL the
+/// losers wait on the row lock, then re-check the WHERE and match nothing).
+pub const ACCEPT_INVITE: &str = concat!(
+    "UPDATE invites SET accepted_at = $2, accepted_by = $3 ",
+    "WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2 RETURNING ",
+    invite_cols!()
+);
+pub const INSERT_RESET: &str =
+    "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5)";
+pub const RESET_USER: &str = "SELECT user_id FROM password_resets WHERE token_hash = $1";
+/// Single use, as `ACCEPT_INVITE`.
+pub const CONSUME_RESET: &str = "UPDATE password_resets SET used_at = $2 \
+     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id";
+pub const USE_USER_RESETS: &str = "UPDATE password_resets SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL";
+pub const SET_USER_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE id = $1";
+pub const REVOKE_USER_REFRESH: &str = "UPDATE refresh_tokens SET revoked_at = $2 \
+     WHERE kind = 'user' AND subject = $1 AND revoked_at IS NULL";
+
+// ---- MFA ---------------------------------------------------------------------
+/// Replaces a pending secret, never an enabled one (no row changes then).
+pub const PUT_PENDING_MFA: &str = "INSERT INTO user_mfa (user_id, secret_enc, master_key_version, created_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET secret_enc = excluded.secret_enc, \
+     master_key_version = excluded.master_key_version, created_at = excluded.created_at \
+     WHERE user_mfa.enabled_at IS NULL";
+pub const GET_MFA: &str = concat!("SELECT ", mfa_cols!(), " FROM user_mfa WHERE user_id = $1");
+pub const LIST_ALL_MFA: &str = concat!("SELECT ", mfa_cols!(), " FROM user_mfa ORDER BY user_id");
+pub const ENABLE_MFA: &str =
+    "UPDATE user_mfa SET enabled_at = $2, last_step = $3 WHERE user_id = $1 AND enabled_at IS NULL";
+pub const DELETE_RECOVERY_CODES: &str = "DELETE FROM mfa_recovery_codes WHERE user_id = $1";
+pub const INSERT_RECOVERY_CODE: &str =
+    "INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2) ON CONFLICT (user_id, code_hash) DO NOTHING";
+/// Compare-and-set on the time step: a code is accepted at most once, and
+/// never one older than the last accepted.
+pub const CONSUME_TOTP_STEP: &str = "UPDATE user_mfa SET last_step = $2 \
+     WHERE user_id = $1 AND enabled_at IS NOT NULL AND (last_step IS NULL OR last_step < $2)";
+pub const CONSUME_RECOVERY_CODE: &str = "UPDATE mfa_recovery_codes SET used_at = $3 \
+     WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL";
+pub const COUNT_UNUSED_CODES: &str =
+    "SELECT COUNT(*) AS n FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL";
+/// The recovery codes go by ON DELETE CASCADE.
+pub const DELETE_MFA: &str = "DELETE FROM user_mfa WHERE user_id = $1";
+pub const REWRAP_MFA: &str = "UPDATE user_mfa SET secret_enc = $2, master_key_version = $3 WHERE user_id = $1";
+
+// ---- webhooks and their outbox -------------------------------------------------
+/// Stored for the app, under the app's tenant, only if the app belongs to `$2`.
+pub const INSERT_WEBHOOK: &str = concat!(
+    "INSERT INTO webhooks (",
+    webhook_cols!(),
+    ") SELECT $1, tenant_id, id, $4, $5, $6, $7, $8, $9 FROM apps WHERE id = $3 AND tenant_id = $2"
+);
+pub const GET_WEBHOOK: &str =
+    concat!("SELECT ", webhook_cols!(), " FROM webhooks WHERE tenant_id = $1 AND app_id = $2 AND id = $3");
+/// `$2` is the exclusive lower bound (`''` for the first page).
+pub const LIST_WEBHOOKS: &str =
+    concat!("SELECT ", webhook_cols!(), " FROM webhooks WHERE app_id = $1 AND id > $2 ORDER BY id LIMIT $3");
+pub const TENANT_WEBHOOKS: &str =
+    concat!("SELECT ", webhook_cols!(), " FROM webhooks WHERE tenant_id = $1 ORDER BY id");
+pub const LIST_ALL_WEBHOOKS: &str = concat!("SELECT ", webhook_cols!(), " FROM webhooks ORDER BY id");
+pub const UPDATE_WEBHOOK: &str = "UPDATE webhooks SET url = $4, events = $5, updated_at = $6 \
+     WHERE tenant_id = $1 AND app_id = $2 AND id = $3";
+pub const SET_WEBHOOK_SECRET: &str =
+    "UPDATE webhooks SET secret_enc = $2, master_key_version = $3, updated_at = $4 WHERE id = $1";
+pub const REWRAP_WEBHOOK: &str = "UPDATE webhooks SET secret_enc = $2, master_key_version = $3 WHERE id = $1";
+/// Jobs, deliveries go by ON DELETE CASCADE.
+pub const DELETE_WEBHOOK: &str = "DELETE FROM webhooks WHERE tenant_id = $1 AND app_id = $2 AND id = $3";
+/// A job for webhook `$3` under its tenant; nothing for a webhook deleted
+/// meanwhile, or for an (event, webhook) already enqueued.
+pub const ENQUEUE_JOB: &str = "INSERT INTO webhook_jobs \
+     (id, event_id, webhook_id, tenant_id, event_type, payload, status, next_attempt_at, created_at, updated_at) \
+     SELECT $1, $2, id, tenant_id, $4, $5, 'pending', $6, $7, $7 FROM webhooks WHERE id = $3 \
+     ON CONFLICT (event_id, webhook_id) DO NOTHING";
+pub const GET_JOB: &str = concat!("SELECT ", job_cols!(), " FROM webhook_jobs WHERE id = $1");
+/// Only a pending job takes an outcome; the lease ends with it. `$3` NULL
+/// keeps `next_attempt_at`.
+pub const FINISH_JOB: &str = "UPDATE webhook_jobs SET attempt = attempt + 1, status = $2, \
+     next_attempt_at = COALESCE($3, next_attempt_at), locked_until = NULL, updated_at = $4 \
+     WHERE id = $1 AND status = 'pending' RETURNING webhook_id, event_id, event_type, attempt";
+pub const COUNT_JOB: &str = "SELECT COUNT(*) AS n FROM webhook_jobs WHERE id = $1";
+pub const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries \
+     (webhook_id, job_id, event_id, event_type, attempt, at, status_code, latency_ms, error) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// `$2` is the exclusive upper bound on `seq`.
+pub const LIST_DELIVERIES: &str = concat!(
+    "SELECT ",
+    delivery_cols!(),
+    " FROM webhook_deliveries WHERE webhook_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+);

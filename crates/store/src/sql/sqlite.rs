@@ -10,6 +10,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "documents", include_str!("../../migrations/sqlite/0002_documents.sql")),
     (3, "security", include_str!("../../migrations/sqlite/0003_security.sql")),
+    (4, "members", include_str!("../../migrations/sqlite/0004_members.sql")),
 ];
 
 /// SQLite serialises writers anyway; a few connections let reads run
@@ -59,7 +60,11 @@ impl SqliteStore {
 
     async fn migrated(pool: SqlitePool) -> Result<Self> {
         migrator(MIGRATIONS).run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        // Audit rows written before the hash chain existed get chained
+        // once; later starts find none.
+        crate::Store::backfill_audit_chain(&store).await?;
+        Ok(store)
     }
 
     /// Waits for in-flight queries and closes every connection.
@@ -76,7 +81,7 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, sqlx::Sqlite, begin_write = "BEGIN IMMEDIATE", lock_key = KEY_STATE);
+impl_store!(SqliteStore, sqlx::Sqlite, begin_write = "BEGIN IMMEDIATE", locks = plain);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
