@@ -181,7 +181,12 @@ impl Server {
         }
     }
 
-    fn stop(mut self) {
+    fn stop(self) {}
+}
+
+impl Drop for Server {
+    /// Also on a panic, so no server outlives the bench.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -31,6 +31,22 @@ enum Command {
     /// Manage the master key that encrypts every tenant's signing keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Work with the tamper-evident audit trail
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Re-compute every hash chain (each tenant's and the platform's); exits
+    /// non-zero at the first edited, deleted or truncated entry
+    Verify {
+        /// Only this tenant's chain
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(clap::Args)]
@@ -102,6 +118,31 @@ async fn run(cli: Cli) -> Result<(), String> {
                 server::masterkey::rotate_master(&config, store.as_ref()).await.map_err(|e| e.to_string())?;
             println!("master key version {version} is now current; re-wrapped {n} signing keys");
             Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { tenant, settings }) => {
+            let config = resolve(settings)?;
+            let store = server::open_store(&config).await.map_err(|e| e.to_string())?;
+            let chains = match tenant {
+                Some(t) => vec![Some(domain::ids::TenantId::parse(&t).map_err(|e| e.message)?)],
+                None => store.audit_chains().await.map_err(|e| e.to_string())?,
+            };
+            let mut broken = 0;
+            for chain in chains {
+                let name = chain.map_or_else(|| "platform".to_owned(), |t| format!("tenant {t}"));
+                let report =
+                    server::routes::audit::chain_report(store.as_ref(), chain).await.map_err(|e| e.to_string())?;
+                if report.ok {
+                    println!("ok      {name}: {} entries", report.entries);
+                } else {
+                    broken += 1;
+                    println!(
+                        "BROKEN  {name}: at entry {} ({})",
+                        report.broken_at.unwrap_or_default(),
+                        report.reason.as_deref().unwrap_or("unknown")
+                    );
+                }
+            }
+            if broken > 0 { Err(format!("{broken} audit chain(s) failed verification")) } else { Ok(()) }
         }
         Command::Keys(KeysCommand::RemoveMaster { version, settings }) => {
             let config = resolve(settings)?;

@@ -3,6 +3,7 @@
 //! serves and cannot drift from it.
 
 pub mod apps;
+pub mod audit;
 pub mod docs;
 pub mod human;
 pub mod oauth;
@@ -169,6 +170,8 @@ pub fn api(max_message: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(apps::rotate_secret))
         .routes(routes!(apps::change_plan))
         .routes(routes!(apps::list_invoices))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))

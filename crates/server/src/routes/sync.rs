@@ -40,8 +40,8 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const WRITE_BURST: u64 = 64;
 /// tungstenite's buffers default to 128 KiB each, per connection; idle
 /// connections would pay for them. They grow on demand for large messages.
-const READ_BUFFER: usize = 8 * 1024;
-const WRITE_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 2 * 1024;
+const WRITE_BUFFER: usize = 2 * 1024;
 /// No frame at all (pongs included) for this long: the peer is gone.
 const SILENCE_LIMIT: Duration = Duration::from_secs(75);
 /// A socket write that takes longer than this means a stuck peer.

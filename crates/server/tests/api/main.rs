@@ -6,6 +6,7 @@ extern crate wiresocket_server as server;
 mod helpers;
 
 mod apps;
+mod audit;
 mod crash;
 mod dataplane;
 mod human;
