@@ -158,6 +158,8 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(doc.as_ref().clone()) }
         }),
     )
+    // After routing, before any handler: the one permission guard.
+    .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::routes::policy::guard))
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(axum::middleware::from_fn(crate::observe::track))

@@ -115,6 +115,10 @@ impl FromRequestParts<AppState> for HumanSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Already checked by the route's guard (`routes::policy`).
+        if let Some(session) = parts.extensions.get::<HumanSession>() {
+            return Ok(session.clone());
+        }
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer credential"))?;
         if crate::tokens::looks_like_jwt(token) {
             // An app token is a valid credential of the wrong kind: 403, but

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod human;
 pub mod oauth;
 pub mod ops;
+pub mod policy;
 pub mod sync;
 pub mod tenants;
 

@@ -11,6 +11,7 @@ mod crash;
 mod dataplane;
 mod human;
 mod master_key;
+mod matrix;
 mod no_500;
 mod oauth;
 mod ops;
