@@ -155,7 +155,7 @@ impl Conn {
     }
 
     async fn run(mut self, socket: WebSocket) {
-        let slot = match self.state.docs.open(&self.key).await {
+        let slot = match Box::pin(self.state.docs.open(&self.key)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = ?e, "could not open a document for a new connection");
@@ -207,12 +207,14 @@ impl Conn {
                         Some(Ok(Message::Binary(data))) => {
                             metrics::counter!("wiresocket_messages_in_total").increment(1);
                             metrics::counter!("wiresocket_bytes_in_total").increment(data.len() as u64);
-                            if let Some(reason) = self.on_binary(&slot, conn, &data).await {
+                            // Boxed: the handlers' futures live on the heap only
+                            // while they run, not in every idle connection's task.
+                            if let Some(reason) = Box::pin(self.on_binary(&slot, conn, &data)).await {
                                 request_close(reason);
                                 break;
                             }
                         }
-                        Some(Ok(Message::Text(text))) => match self.on_text(reg, &text).await {
+                        Some(Ok(Message::Text(text))) => match Box::pin(self.on_text(reg, &text)).await {
                             Ok(()) => expires = self.expires_at(),
                             Err(reason) => {
                                 request_close(reason);
