@@ -109,6 +109,15 @@ pub fn gcra(tat: Option<u64>, now_nanos: u64, quota: &Quota) -> Decision {
     }
 }
 
+/// Gives back one request that [`gcra`] allowed (say, a login that turned
+/// out to succeed, when only failures should count): the TAT moves back by
+/// one emission interval. A result at or before "now" means the same as no
+/// state, so nothing needs clamping; giving back more than was taken only
+/// makes the TAT stale sooner.
+pub fn refund(tat: u64, quota: &Quota) -> u64 {
+    tat.saturating_sub(quota.emission_nanos)
+}
+
 /// The `Retry-After` header value for a refusal: whole seconds, rounded up
 /// so a client that waits that long is let through; at least 1, since
 /// "retry after 0 seconds" would invite a busy loop.
@@ -237,6 +246,26 @@ mod tests {
         assert!(gcra(None, u64::MAX, &q).is_allowed());
         assert_eq!(gcra(Some(u64::MAX), u64::MAX, &q), Decision::Allow { new_tat: u64::MAX });
         assert!(!gcra(Some(u64::MAX), 0, &q).is_allowed());
+    }
+
+    #[test]
+    fn a_refund_undoes_exactly_one_allowed_request() {
+        let q = five_per_minute();
+        let mut tat = None;
+        for _ in 0..4 {
+            let Decision::Allow { new_tat } = gcra(tat, T0, &q) else { panic!("refused in the burst") };
+            tat = Some(new_tat);
+        }
+        // The fifth is taken and given back: a fifth and no sixth still pass.
+        let Decision::Allow { new_tat } = gcra(tat, T0, &q) else { panic!("fifth refused") };
+        tat = Some(refund(new_tat, &q));
+        let Decision::Allow { new_tat } = gcra(tat, T0, &q) else { panic!("refund did not give back") };
+        assert!(!gcra(Some(new_tat), T0, &q).is_allowed());
+        // A refund of the only request leaves a TAT that means "no state".
+        let Decision::Allow { new_tat } = gcra(None, T0, &q) else { panic!("first refused") };
+        assert_eq!(refund(new_tat, &q), T0);
+        assert_eq!(gcra(Some(refund(new_tat, &q)), T0, &q), gcra(None, T0, &q));
+        assert_eq!(refund(3, &q), 0);
     }
 
     #[test]

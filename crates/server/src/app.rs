@@ -85,6 +85,7 @@ impl Application {
             limits: crate::dataplane::limits::Limits::default(),
             apps: crate::cache::AppCache::default(),
             denied: crate::cache::DenyList::default(),
+            rate_limits: crate::ratelimit::AuthLimits::in_memory(config.rate_limits.clone()),
             keys: KeyService::new(ring, store.clone(), &config),
             password_policy: config.password_policy,
             config,
@@ -127,7 +128,8 @@ impl Application {
     }
 }
 
-/// Drops expired sessions, refresh tokens and deny-list entries.
+/// Drops expired sessions, refresh tokens and deny-list entries, and
+/// rate-limit state that has run out.
 async fn purge_loop(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -137,6 +139,7 @@ async fn purge_loop(state: AppState) {
             Ok(n) => tracing::debug!(removed = n, "purged expired credentials"),
             Err(e) => tracing::warn!(error = %e, "purge of expired credentials failed"),
         }
+        state.rate_limits.sweep(state.now()).await;
     }
 }
 
@@ -162,6 +165,8 @@ pub fn router(state: AppState) -> Router {
     .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::routes::policy::guard))
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
+    // Inside `track`, so refusals show in the request metrics too.
+    .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit_auth_requests))
     .layer(axum::middleware::from_fn(crate::observe::track))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))

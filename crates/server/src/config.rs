@@ -3,9 +3,11 @@
 
 use auth::password::PasswordPolicy;
 use domain::plan::Region;
+use domain::ratelimit::Quota;
+use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +53,24 @@ pub struct ConfigLayer {
     /// This node's id in discovery answers [default: node-<random>]
     #[arg(long, env = "WIRESOCKET_NODE_ID")]
     pub node_id: Option<String>,
+    /// Failed logins allowed per account per minute before 429; 0 turns the limit off [default: 5]
+    #[arg(long, env = "WIRESOCKET_RATE_LIMIT_LOGIN_FAILURES")]
+    pub rate_limit_login_failures: Option<u32>,
+    /// Requests per minute per client IP to the auth endpoints (/v1/auth/*, /oauth/*, MFA verify,
+    /// invite accept); 0 turns the limit off [default: 300]
+    #[arg(long, env = "WIRESOCKET_RATE_LIMIT_AUTH_PER_IP")]
+    pub rate_limit_auth_per_ip: Option<u32>,
+    /// Token requests per minute per authenticated client_id; 0 turns the limit off [default: 600]
+    #[arg(long, env = "WIRESOCKET_RATE_LIMIT_TOKEN_PER_CLIENT")]
+    pub rate_limit_token_per_client: Option<u32>,
+    /// Most rate-limit keys (accounts, IPs, clients) tracked in memory; when full, the keys
+    /// closest to expiring are forgotten first [default: 1000000]
+    #[arg(long, env = "WIRESOCKET_RATE_LIMIT_MAX_KEYS")]
+    pub rate_limit_max_keys: Option<usize>,
+    /// Reverse proxies whose X-Forwarded-For is believed, comma-separated CIDRs or addresses
+    /// (e.g. 10.0.0.0/8,::1). Without any, X-Forwarded-For is ignored [default: none]
+    #[arg(long, env = "WIRESOCKET_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 impl ConfigLayer {
@@ -69,6 +89,11 @@ impl ConfigLayer {
             regions: self.regions.or(lower.regions),
             max_message_size: self.max_message_size.or(lower.max_message_size),
             node_id: self.node_id.or(lower.node_id),
+            rate_limit_login_failures: self.rate_limit_login_failures.or(lower.rate_limit_login_failures),
+            rate_limit_auth_per_ip: self.rate_limit_auth_per_ip.or(lower.rate_limit_auth_per_ip),
+            rate_limit_token_per_client: self.rate_limit_token_per_client.or(lower.rate_limit_token_per_client),
+            rate_limit_max_keys: self.rate_limit_max_keys.or(lower.rate_limit_max_keys),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
         }
     }
 
@@ -121,6 +146,47 @@ pub struct Config {
     pub node_id: String,
     /// How long a document stays in memory after its last connection left.
     pub doc_idle_unload: Duration,
+    pub rate_limits: RateLimitConfig,
+    /// Peers whose `X-Forwarded-For` names the client (see [`crate::extract::ClientIp`]).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The limits on the authentication surface; `None` turns one off.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Failed logins per account (normalised email).
+    pub login_failures: Option<Quota>,
+    /// Requests to the auth endpoints per client IP (per /64 for IPv6).
+    pub auth_per_ip: Option<Quota>,
+    /// Token requests per authenticated client_id.
+    pub token_per_client: Option<Quota>,
+    /// Most keys the in-memory limiter tracks.
+    pub max_keys: usize,
+}
+
+pub const DEFAULT_LOGIN_FAILURES_PER_MINUTE: u32 = 5;
+pub const DEFAULT_AUTH_PER_IP_PER_MINUTE: u32 = 300;
+pub const DEFAULT_TOKEN_PER_CLIENT_PER_MINUTE: u32 = 600;
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 1_000_000;
+
+/// `n` per minute; 0 means no limit.
+pub fn per_minute(n: u32) -> Option<Quota> {
+    // A minute split into at most u32::MAX requests is never under a
+    // nanosecond each, so this cannot fail for n > 0.
+    Quota::new(n, Duration::from_secs(60)).ok()
+}
+
+fn parse_trusted_proxies(items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    let mut out = Vec::new();
+    for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let net = match (item.parse::<IpNet>(), item.parse::<IpAddr>()) {
+            (Ok(net), _) => net.trunc(),
+            (_, Ok(addr)) => IpNet::from(addr.to_canonical()),
+            _ => return Err(ConfigError(format!("bad trusted proxy {item:?}: expected a CIDR or an IP address"))),
+        };
+        out.push(net);
+    }
+    Ok(out)
 }
 
 impl std::fmt::Debug for Config {
@@ -138,6 +204,8 @@ impl std::fmt::Debug for Config {
             .field("regions", &self.regions)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("node_id", &self.node_id)
+            .field("rate_limits", &self.rate_limits)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -216,6 +284,19 @@ impl Config {
             Some(id) => return Err(ConfigError(format!("bad node id {id:?}"))),
             None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         };
+        let max_keys = layer.rate_limit_max_keys.unwrap_or(DEFAULT_RATE_LIMIT_MAX_KEYS);
+        if max_keys < 1000 {
+            return Err(ConfigError("the rate limiter must be allowed at least 1000 keys".into()));
+        }
+        let rate_limits = RateLimitConfig {
+            login_failures: per_minute(layer.rate_limit_login_failures.unwrap_or(DEFAULT_LOGIN_FAILURES_PER_MINUTE)),
+            auth_per_ip: per_minute(layer.rate_limit_auth_per_ip.unwrap_or(DEFAULT_AUTH_PER_IP_PER_MINUTE)),
+            token_per_client: per_minute(
+                layer.rate_limit_token_per_client.unwrap_or(DEFAULT_TOKEN_PER_CLIENT_PER_MINUTE),
+            ),
+            max_keys,
+        };
+        let trusted_proxies = parse_trusted_proxies(layer.trusted_proxies.as_deref().unwrap_or_default())?;
         Ok(Config {
             listen,
             data_dir,
@@ -232,6 +313,8 @@ impl Config {
             max_message_bytes,
             node_id,
             doc_idle_unload: Duration::from_secs(30),
+            rate_limits,
+            trusted_proxies,
         })
     }
 
@@ -267,6 +350,38 @@ mod tests {
         assert!(Config::resolve(bad, None).is_err());
         let both = ConfigLayer { master_key_file: Some("k".into()), ..Default::default() };
         assert!(Config::resolve(both, Some(SecretString::from("1:abc"))).is_err());
+    }
+
+    #[test]
+    fn rate_limits_default_to_the_contract_and_zero_turns_one_off() {
+        let cfg = Config::resolve(ConfigLayer::default(), None).unwrap();
+        let per_min = |q: Option<Quota>| q.map(|q| (q.per_period(), q.period().as_secs()));
+        assert_eq!(per_min(cfg.rate_limits.login_failures), Some((5, 60)));
+        assert_eq!(per_min(cfg.rate_limits.auth_per_ip), Some((300, 60)));
+        assert_eq!(per_min(cfg.rate_limits.token_per_client), Some((600, 60)));
+        assert!(cfg.trusted_proxies.is_empty());
+        let file: ConfigLayer =
+            toml::from_str("rate_limit_login_failures = 0\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]").unwrap();
+        let cfg = Config::resolve(file, None).unwrap();
+        assert!(cfg.rate_limits.login_failures.is_none());
+        let nets: Vec<String> = cfg.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);
+    }
+
+    #[test]
+    fn bad_trusted_proxies_are_refused() {
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0.1/x"] {
+            let layer = ConfigLayer { trusted_proxies: Some(vec![bad.into()]), ..Default::default() };
+            assert!(Config::resolve(layer, None).is_err(), "{bad}");
+        }
+        // Host bits are dropped; a mapped IPv4 address is an IPv4 address.
+        let layer = ConfigLayer {
+            trusted_proxies: Some(vec!["10.1.2.3/8".into(), "::ffff:127.0.0.1".into()]),
+            ..Default::default()
+        };
+        let cfg = Config::resolve(layer, None).unwrap();
+        let nets: Vec<String> = cfg.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32"]);
     }
 
     #[test]

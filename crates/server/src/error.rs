@@ -12,6 +12,8 @@ use serde::Serialize;
 pub enum ApiError {
     /// 4xx with a stable machine code and a human message.
     Client { status: StatusCode, code: &'static str, message: String },
+    /// 429 `too_many_requests` with `Retry-After` (whole seconds).
+    TooManyRequests { retry_after_secs: u64 },
     /// Anything we did not expect: logged, answered as an opaque 500.
     Internal(String),
 }
@@ -44,10 +46,14 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self::Internal(cause.to_string())
     }
+    pub fn too_many_requests(retry_after: std::time::Duration) -> Self {
+        Self::TooManyRequests { retry_after_secs: domain::ratelimit::retry_after_secs(retry_after) }
+    }
 
     pub fn code(&self) -> &'static str {
         match self {
             Self::Client { code, .. } => code,
+            Self::TooManyRequests { .. } => "too_many_requests",
             Self::Internal(_) => "internal",
         }
     }
@@ -63,6 +69,13 @@ impl IntoResponse for ApiError {
                     resp.headers_mut()
                         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"wiresocket\""));
                 }
+                resp
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                let message = format!("too many requests; retry after {retry_after_secs} s");
+                let body = ErrorBody { error: "too_many_requests", message: &message };
+                let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 resp
             }
             Self::Internal(cause) => {
@@ -119,6 +132,9 @@ pub enum OAuthErrorCode {
     UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
+    /// Too many requests (429). Registered for the token endpoint by RFC
+    /// 8628 §3.5; we answer it on every OAuth endpoint, with `Retry-After`.
+    SlowDown,
 }
 
 impl OAuthErrorCode {
@@ -130,6 +146,7 @@ impl OAuthErrorCode {
             Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
+            Self::SlowDown => "slow_down",
         }
     }
 }
@@ -143,12 +160,27 @@ pub struct OAuthError {
     pub basic_challenge: bool,
     /// Extra members (e.g. `"mfa": "required"`).
     pub extra: Option<(&'static str, &'static str)>,
+    /// `Retry-After`, in seconds (with [`OAuthErrorCode::SlowDown`]).
+    pub retry_after_secs: Option<u64>,
     internal: Option<String>,
 }
 
 impl OAuthError {
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into(), basic_challenge: false, extra: None, internal: None }
+        Self {
+            code,
+            description: description.into(),
+            basic_challenge: false,
+            extra: None,
+            retry_after_secs: None,
+            internal: None,
+        }
+    }
+    pub fn slow_down(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(OAuthErrorCode::SlowDown, format!("too many requests; retry after {retry_after_secs} s"))
+        }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new(OAuthErrorCode::InvalidRequest, d)
@@ -169,6 +201,7 @@ impl From<ApiError> for OAuthError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Client { message, .. } => Self::invalid_request(message),
+            ApiError::TooManyRequests { retry_after_secs } => Self::slow_down(retry_after_secs),
             ApiError::Internal(cause) => Self { internal: Some(cause), ..Self::invalid_request("") },
         }
     }
@@ -191,8 +224,11 @@ impl IntoResponse for OAuthError {
         if let Some(cause) = self.internal {
             return ApiError::Internal(cause).into_response();
         }
-        let status =
-            if self.code == OAuthErrorCode::InvalidClient { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+        let status = match self.code {
+            OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            OAuthErrorCode::SlowDown => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::BAD_REQUEST,
+        };
         let mut body = serde_json::Map::new();
         body.insert("error".into(), self.code.as_str().into());
         body.insert("error_description".into(), self.description.into());
@@ -203,6 +239,9 @@ impl IntoResponse for OAuthError {
         let headers = resp.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.basic_challenge || self.code == OAuthErrorCode::InvalidClient {
             headers.insert(
                 header::WWW_AUTHENTICATE,

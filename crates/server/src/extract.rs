@@ -7,9 +7,10 @@ use crate::state::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use store::UserRecord;
 
 /// `axum::Json` whose rejections are `invalid_json` (400), 415 or 413.
@@ -83,16 +84,74 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The client's address, for the audit trail.
+/// The client's address, for the audit trail and the per-IP rate limit.
+///
+/// It is the TCP peer, unless the peer is one of `--trusted-proxies`: then
+/// it is the first untrusted address in `X-Forwarded-For`, read from the
+/// right (see [`client_addr`]). Without trusted proxies the header is
+/// ignored, so a client cannot choose its own address.
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub Option<String>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl ClientIp {
+    /// From the connection (`ConnectInfo`) and the request headers.
+    pub fn resolve(headers: &HeaderMap, extensions: &Extensions, trusted: &[IpNet]) -> Self {
+        let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+        Self(peer.map(|peer| client_addr(peer, headers, trusted).to_string()))
+    }
+
+    pub fn addr(&self) -> Option<IpAddr> {
+        self.0.as_deref().and_then(|s| s.parse().ok())
+    }
+}
+
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string())))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self::resolve(&parts.headers, &parts.extensions, &state.config.trusted_proxies))
     }
+}
+
+/// The client behind `peer`: `peer` itself unless it is trusted; then the
+/// `X-Forwarded-For` entries are walked from the right (each proxy appends
+/// the address it was talking to), skipping trusted ones, and the first
+/// untrusted one is the client. Everything left of it was written by the
+/// client and is never read. A malformed entry reached before an untrusted
+/// one means the header cannot be believed: the peer is used. When every
+/// entry is trusted the request came from inside: the leftmost one is used.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |addr: &IpAddr| trusted.iter().any(|net| net.contains(addr));
+    let peer = peer.to_canonical();
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut lines = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(line) = value.to_str() else { return peer };
+        lines.push(line);
+    }
+    // Several header lines are one comma-separated list, in order (RFC 9110 §5.3).
+    let mut innermost = None;
+    for entry in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+        let Some(addr) = forwarded_addr(entry.trim()) else { return peer };
+        if !is_trusted(&addr) {
+            return addr;
+        }
+        innermost = Some(addr);
+    }
+    innermost.unwrap_or(peer)
+}
+
+/// One `X-Forwarded-For` entry: an IP address, optionally with a port
+/// (`1.2.3.4:80`, `[2001:db8::1]:80`) or in brackets, as some proxies write.
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    let addr = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|sa| sa.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse::<IpAddr>().ok())?;
+    Some(addr.to_canonical())
 }
 
 pub fn bearer(parts: &Parts) -> Option<&str> {
@@ -182,5 +241,78 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
                 ApiError::bad_request("invalid_body", e.body_text())
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_header_is_ignored() {
+        let headers = xff(&["203.0.113.7"]);
+        assert_eq!(client_addr(ip("198.51.100.1"), &headers, &[]), ip("198.51.100.1"));
+        // A peer outside the trusted ranges cannot speak for anyone either.
+        assert_eq!(client_addr(ip("198.51.100.1"), &headers, &nets(&["10.0.0.0/8"])), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn a_trusted_peer_names_the_client_and_spoofed_entries_are_skipped() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        // The client sent "1.1.1.1" itself; the proxy appended what it saw.
+        let headers = xff(&["1.1.1.1, 203.0.113.7"]);
+        assert_eq!(client_addr(ip("10.0.0.2"), &headers, &trusted), ip("203.0.113.7"));
+        // Several proxies, each trusted, and the header split over lines.
+        let headers = xff(&["1.1.1.1, 203.0.113.7, 10.0.0.9", "10.1.1.1"]);
+        assert_eq!(client_addr(ip("10.0.0.2"), &headers, &trusted), ip("203.0.113.7"));
+        // No header: the proxy itself.
+        assert_eq!(client_addr(ip("10.0.0.2"), &HeaderMap::new(), &trusted), ip("10.0.0.2"));
+        // Every hop trusted: the request came from inside.
+        assert_eq!(client_addr(ip("10.0.0.2"), &xff(&["10.9.9.9, 10.0.0.5"]), &trusted), ip("10.9.9.9"));
+    }
+
+    #[test]
+    fn ipv6_ports_and_mapped_addresses() {
+        let trusted = nets(&["::1/128", "fd00::/8", "127.0.0.1/32"]);
+        let headers = xff(&["2001:db8::7, fd00::1"]);
+        assert_eq!(client_addr(ip("::1"), &headers, &trusted), ip("2001:db8::7"));
+        let headers = xff(&["[2001:db8::8]:4711"]);
+        assert_eq!(client_addr(ip("::1"), &headers, &trusted), ip("2001:db8::8"));
+        let headers = xff(&["203.0.113.9:1234"]);
+        assert_eq!(client_addr(ip("::1"), &headers, &trusted), ip("203.0.113.9"));
+        // A dual-stack listener sees IPv4 peers as mapped IPv6 addresses.
+        let headers = xff(&["::ffff:203.0.113.10"]);
+        assert_eq!(client_addr(ip("::ffff:127.0.0.1"), &headers, &trusted), ip("203.0.113.10"));
+    }
+
+    #[test]
+    fn garbage_means_the_peer() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        for bad in ["not-an-ip", "", "203.0.113.7,", "unknown, 10.0.0.3", "fe80::1%eth0", "1.2.3.4.5"] {
+            assert_eq!(client_addr(ip("10.0.0.2"), &xff(&[bad]), &trusted), ip("10.0.0.2"), "{bad:?}");
+        }
+        // Garbage left of the client is the client's own business.
+        assert_eq!(client_addr(ip("10.0.0.2"), &xff(&["junk, 203.0.113.7"]), &trusted), ip("203.0.113.7"));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_bytes(b"203.0.113.7\xff").unwrap());
+        assert_eq!(client_addr(ip("10.0.0.2"), &headers, &trusted), ip("10.0.0.2"));
     }
 }

@@ -14,6 +14,7 @@
 //! - [`dataplane`]: Yjs rooms, the group-commit persister, live connections, plan limits.
 //! - [`routes`]: the HTTP surface and its OpenAPI document.
 //! - [`observe`]: Prometheus metrics.
+//! - [`ratelimit`]: limits on the auth surface (per account, IP, client) and the limiter behind them.
 
 pub mod app;
 pub mod cache;
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod mail;
 pub mod masterkey;
 pub mod observe;
+pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod tokens;

@@ -35,6 +35,8 @@ pub struct Inner {
     pub apps: crate::cache::AppCache,
     /// Mirror of the access-token deny-list.
     pub denied: crate::cache::DenyList,
+    /// Failed logins, auth requests per IP, token requests per client.
+    pub rate_limits: crate::ratelimit::AuthLimits,
 }
 
 impl std::ops::Deref for AppState {

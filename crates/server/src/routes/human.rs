@@ -112,19 +112,26 @@ pub struct LoginResponse {
 
 /// Checks a human's email and password; on failure records the attempt in
 /// every tenant the account belongs to. Shared by login and the password grant.
+/// Every attempt counts against the account's failed-login limit until it
+/// succeeds; while the account is locked the answer is 429, whatever the
+/// password.
 pub async fn check_credentials(
     state: &AppState,
     email: &str,
     password: String,
     ip: &ClientIp,
 ) -> Result<Option<UserRecord>, ApiError> {
+    let attempt = state.check_account(email, ip).await?;
     let user = match Email::parse(email) {
         Ok(e) => state.store.get_user_by_email(e.as_str()).await?,
         Err(_) => None,
     };
     let ok = verify_password(state, user.as_ref(), password).await?;
     match user {
-        Some(user) if ok => Ok(Some(user)),
+        Some(user) if ok => {
+            attempt.succeeded(state).await;
+            Ok(Some(user))
+        }
         other => {
             // Recorded after answering: a known account's failure fans out to
             // each of its tenants, and that extra work must not tell an
@@ -152,7 +159,8 @@ pub async fn check_credentials(
 }
 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorSchema)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorSchema),
+        (status = 429, body = ErrorSchema, description = "too many failed logins for the account, or requests from the IP; see Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,

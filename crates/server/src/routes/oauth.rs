@@ -146,6 +146,23 @@ async fn authenticate_client(
     }
 }
 
+/// [`authenticate_client`] for the token endpoint: an authenticated app
+/// also counts against its per-client_id limit. Only authenticated clients
+/// count, so nobody can use up another app's quota by naming its client_id;
+/// public clients (the dashboard) are limited per IP and per account instead.
+async fn authenticate_token_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    ip: &ClientIp,
+) -> Result<Client, OAuthError> {
+    let client = authenticate_client(state, headers, params, ip).await?;
+    if let Client::App(app) = &client {
+        state.check_token_client(app, ip).await?;
+    }
+    Ok(client)
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     access_token: String,
@@ -205,7 +222,8 @@ fn requested_scope(params: &Params, allowed: &[&str], default: &str) -> Result<S
 #[utoipa::path(post, path = "/oauth/token", tag = "oauth",
     request_body(content_type = "application/x-www-form-urlencoded", content = String,
         description = "grant_type=client_credentials|refresh_token|password and the grant's parameters"),
-    responses((status = 200, body = TokenResponse), (status = 400, description = "RFC 6749 §5.2 error"), (status = 401, description = "invalid_client")))]
+    responses((status = 200, body = TokenResponse), (status = 400, description = "RFC 6749 §5.2 error"), (status = 401, description = "invalid_client"),
+        (status = 429, description = "slow_down, with Retry-After: too many requests from the IP, for the client_id, or failed logins for the account")))]
 pub async fn token(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -237,7 +255,7 @@ async fn client_credentials(
     params: &Params,
     ip: &ClientIp,
 ) -> Result<TokenResponse, OAuthError> {
-    let Client::App(app) = authenticate_client(state, headers, params, ip).await? else {
+    let Client::App(app) = authenticate_token_client(state, headers, params, ip).await? else {
         return Err(OAuthError::invalid_client(false));
     };
     let scope = requested_scope(params, APP_SCOPES, domain::DEFAULT_SCOPE)?;
@@ -254,7 +272,7 @@ async fn refresh(
     params: &Params,
     ip: &ClientIp,
 ) -> Result<TokenResponse, OAuthError> {
-    let client = authenticate_client(state, headers, params, ip).await?;
+    let client = authenticate_token_client(state, headers, params, ip).await?;
     let presented = params.require("refresh_token")?;
     let hash = auth::token::hash_token(presented);
     let invalid = || OAuthError::invalid_grant("refresh token is invalid, expired or revoked");
@@ -326,7 +344,7 @@ async fn password(
     params: &Params,
     ip: &ClientIp,
 ) -> Result<TokenResponse, OAuthError> {
-    match authenticate_client(state, headers, params, ip).await? {
+    match authenticate_token_client(state, headers, params, ip).await? {
         Client::Public(id) if id.as_deref().is_none_or(|id| id == DASHBOARD_CLIENT) => {}
         _ => {
             return Err(OAuthError::new(

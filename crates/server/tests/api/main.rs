@@ -16,6 +16,7 @@ mod no_500;
 mod oauth;
 mod ops;
 mod permissions;
+mod ratelimit;
 mod secrets_at_rest;
 mod tenants;
 mod yclient;
