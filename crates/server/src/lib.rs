@@ -14,6 +14,7 @@
 //! - [`dataplane`]: Yjs rooms, the group-commit persister, live connections, plan limits.
 //! - [`routes`]: the HTTP surface and its OpenAPI document.
 //! - [`observe`]: Prometheus metrics.
+//! - [`webhooks`]: webhook events, the durable outbox's dispatcher, SSRF guard.
 
 pub mod app;
 pub mod cache;
@@ -28,6 +29,7 @@ pub mod observe;
 pub mod routes;
 pub mod state;
 pub mod tokens;
+pub mod webhooks;
 
 pub use app::{Application, StartupError, open_store};
 pub use config::{Config, ConfigLayer};

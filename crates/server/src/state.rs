@@ -35,6 +35,8 @@ pub struct Inner {
     pub apps: crate::cache::AppCache,
     /// Mirror of the access-token deny-list.
     pub denied: crate::cache::DenyList,
+    /// Webhook events: `events.emit(…)` after a change (see [`crate::webhooks`]).
+    pub events: Arc<crate::webhooks::events::Events>,
 }
 
 impl std::ops::Deref for AppState {

@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod ops;
 pub mod sync;
 pub mod tenants;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -169,6 +170,11 @@ pub fn api(max_message: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(apps::rotate_secret))
         .routes(routes!(apps::change_plan))
         .routes(routes!(apps::list_invoices))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_webhook_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::test_webhook))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))

@@ -16,4 +16,5 @@ mod ops;
 mod permissions;
 mod secrets_at_rest;
 mod tenants;
+mod webhooks;
 mod yclient;
