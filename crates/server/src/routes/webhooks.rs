@@ -160,6 +160,7 @@ pub async fn create_webhook(
     let st = state.clone();
     let hook = run_detached(async move {
         st.store.create_webhook(&hook).await?;
+        st.events.webhooks_changed();
         let target = Some(("webhook", hook.id.clone()));
         st.audit(Some(tenant.id), &actor, AuditAction::WebhookCreated, target, audit_details(&hook, &[])).await;
         Ok(hook)
@@ -225,6 +226,7 @@ pub async fn update_webhook(
     let st = state.clone();
     let hook = run_detached(async move {
         st.store.update_webhook(&hook).await?;
+        st.events.webhooks_changed();
         let details = audit_details(&hook, &changed);
         st.audit(Some(tenant.id), &actor, AuditAction::WebhookUpdated, Some(("webhook", hook.id.clone())), details)
             .await;
@@ -253,6 +255,7 @@ pub async fn delete_webhook(
         if !st.store.delete_webhook(tenant.id, app.id, &hook.id).await? {
             return Err(ApiError::not_found());
         }
+        st.events.webhooks_changed();
         let target = Some(("webhook", hook.id.clone()));
         st.audit(Some(tenant.id), &actor, AuditAction::WebhookDeleted, target, audit_details(&hook, &[])).await;
         Ok(())

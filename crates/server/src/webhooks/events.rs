@@ -13,7 +13,10 @@
 //! and emits one event `{doc, app_id, updates: n}`. No store work happens on
 //! the write path; a window still open at shutdown is flushed by
 //! `run_until`, one that is open when the process dies is lost (the
-//! document itself is not).
+//! document itself is not). Whether an app has any webhook for its
+//! `document.updated` is cached per app (for [`SUBSCRIBERS_TTL`], dropped at
+//! once when this process changes a webhook), so busy documents of tenants
+//! without webhooks cost no store reads at all.
 
 use crate::dataplane::docs::WriteObserver;
 use crate::webhooks::{PING, TargetPolicy, event_body, reaches, with_owner};
@@ -24,10 +27,18 @@ use domain::webhook::{EventFilter, WebhookEvent};
 use serde_json::json;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use store::AppRecord;
 use store::{DocKey, JobStatus, Store, StoreError, WebhookJobRecord, WebhookRecord};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
+
+/// How long "this app has (no) `document.updated` webhooks" is trusted; it
+/// bounds how late a webhook created through another node starts getting
+/// document events.
+pub const SUBSCRIBERS_TTL: Duration = Duration::from_secs(10);
+/// Apps remembered in that cache before stale entries are swept.
+const SUBSCRIBERS_SWEEP_AT: usize = 10_000;
 
 pub struct Events {
     store: Arc<dyn Store>,
@@ -41,6 +52,8 @@ pub struct Events {
     pending: DashMap<DocKey, u64>,
     /// Deadlines of newly opened windows, in order, to the timer task.
     windows: mpsc::UnboundedSender<(Instant, DocKey)>,
+    /// Per app: its tenant if some webhook takes the app's `document.updated`.
+    doc_subscribers: DashMap<AppId, (Option<TenantId>, Instant)>,
 }
 
 impl Events {
@@ -55,6 +68,7 @@ impl Events {
             window,
             pending: DashMap::new(),
             windows,
+            doc_subscribers: DashMap::new(),
         });
         tokio::spawn(close_windows(Arc::downgrade(&events), rx));
         events
@@ -115,6 +129,11 @@ impl Events {
         Ok(event_id)
     }
 
+    /// Call after creating, changing or deleting a webhook.
+    pub fn webhooks_changed(&self) {
+        self.doc_subscribers.clear();
+    }
+
     /// Drops the open `document.updated` window of a document (it was
     /// deleted: a late "updated" after "deleted" would only confuse).
     pub fn forget_doc(&self, key: &DocKey) {
@@ -132,16 +151,38 @@ impl Events {
     }
 
     async fn doc_updated(&self, key: DocKey, updates: u64) {
-        let app = match self.store.get_app_by_id(key.app_id).await {
-            Ok(Some(app)) => app,
+        let tenant = match self.doc_subscriber(key.app_id).await {
+            Ok(Some(tenant)) => tenant,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot look up the app of an updated document; its event is dropped");
+                tracing::warn!(error = %e, "cannot look up the webhooks of an updated document; its event is dropped");
                 return;
             }
         };
-        let data = json!({"doc": key.name, "app_id": app.id.to_string(), "updates": updates});
-        self.emit(app.tenant_id, Some(app.id), WebhookEvent::DocumentUpdated, data).await;
+        let data = json!({"doc": key.name, "app_id": key.app_id.to_string(), "updates": updates});
+        self.emit(tenant, Some(key.app_id), WebhookEvent::DocumentUpdated, data).await;
+    }
+
+    /// The app's tenant, if any webhook takes the app's `document.updated`.
+    async fn doc_subscriber(&self, app: AppId) -> Result<Option<TenantId>, StoreError> {
+        if let Some(hit) = self.doc_subscribers.get(&app)
+            && hit.1.elapsed() < SUBSCRIBERS_TTL
+        {
+            return Ok(hit.0);
+        }
+        let tenant = match self.store.get_app_by_id(app).await? {
+            Some(AppRecord { tenant_id, .. }) => {
+                let hooks = self.store.webhooks_for_tenant(tenant_id).await?;
+                let event = WebhookEvent::DocumentUpdated;
+                hooks.iter().any(|h| reaches(event, Some(app), h.app_id) && subscribed(h, event)).then_some(tenant_id)
+            }
+            None => None,
+        };
+        if self.doc_subscribers.len() >= SUBSCRIBERS_SWEEP_AT {
+            self.doc_subscribers.retain(|_, (_, at)| at.elapsed() < SUBSCRIBERS_TTL);
+        }
+        self.doc_subscribers.insert(app, (tenant, Instant::now()));
+        Ok(tenant)
     }
 }
 

@@ -498,20 +498,29 @@ impl Fixture {
 async fn document_updates_are_debounced_per_document() {
     let dir = temp_dir();
     let mut config = test_config(&dir);
-    config.webhook_debounce = Duration::from_millis(800);
+    config.webhook_debounce = Duration::from_millis(1500);
     let f = fixture_with(config).await;
     let rx = Receiver::start().await;
-    f.hook(&f.creds.id, &rx, "docs", &["document.updated", "document.deleted"]).await;
     let m2m = f.app.m2m_token(&f.creds).await;
-
     let notes = yrs::Doc::new();
     let todo = yrs::Doc::new();
+
+    // A window closes while the app has no webhook: the server remembers
+    // "no subscribers" and must forget it when one is created.
+    f.write_doc(&m2m, "notes", &notes, "before").await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    f.hook(&f.creds.id, &rx, "docs", &["document.updated", "document.deleted"]).await;
+
+    let started = std::time::Instant::now();
     for i in 0..5 {
         f.write_doc(&m2m, "notes", &notes, &format!("n{i}")).await;
     }
     f.write_doc(&m2m, "todo", &todo, "t").await;
     let hits = rx.wait_for("docs", 2).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1400), "sent before the window closed: {waited:?}");
+    assert!(waited < server::webhooks::events::SUBSCRIBERS_TTL, "the new webhook was not seen at once: {waited:?}");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let hits_after = rx.hits("docs");
     assert_eq!(hits_after.len(), 2, "one event per document per window: {hits_after:#?}");
     let mut by_doc: HashMap<String, Value> = HashMap::new();
@@ -535,7 +544,7 @@ async fn document_updates_are_debounced_per_document() {
     let hits = rx.wait_for("docs", 4).await;
     assert_signed_event(&hits[3], "document.deleted");
     assert_eq!(hits[3].json["data"]["doc"], "todo");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(rx.hits("docs").len(), 4, "no document.updated after the deletion");
     f.app.stop().await;
 }
