@@ -62,6 +62,9 @@ pub struct Application {
     addr: SocketAddr,
     router: Router,
     state: AppState,
+    /// The webhook dispatcher's HTTP client (built here so a TLS setup
+    /// failure stops start-up instead of every delivery).
+    webhook_client: reqwest::Client,
 }
 
 impl Application {
@@ -78,6 +81,15 @@ impl Application {
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let metrics = crate::observe::recorder().map_err(StartupError::Other)?;
         let docs = crate::dataplane::docs::Docs::start(store.clone(), clock.clone(), config.doc_idle_unload);
+        let targets = crate::webhooks::TargetPolicy::new(&config);
+        let events =
+            crate::webhooks::events::Events::start(store.clone(), clock.clone(), targets, config.webhook_debounce);
+        docs.observe(events.clone());
+        let webhook_client = crate::webhooks::dispatch::http_client(targets)
+            .map_err(|e| StartupError::Other(format!("cannot build the webhook HTTP client: {e}")))?;
+        if !targets.allows_private() {
+            tracing::info!("webhooks to loopback and private addresses are refused (see --allow-private-webhooks)");
+        }
         let state = AppState::new(Inner {
             node_id: config.node_id.clone(),
             docs,
@@ -86,6 +98,7 @@ impl Application {
             apps: crate::cache::AppCache::default(),
             denied: crate::cache::DenyList::default(),
             rate_limits: crate::ratelimit::AuthLimits::in_memory(config.rate_limits.clone()),
+            events,
             keys: KeyService::new(ring, store.clone(), &config),
             password_policy: config.password_policy,
             config,
@@ -95,7 +108,7 @@ impl Application {
             metrics,
         });
         let router = router(state.clone());
-        Ok(Self { listener, addr, router, state })
+        Ok(Self { listener, addr, router, state, webhook_client })
     }
 
     pub fn port(&self) -> u16 {
@@ -112,8 +125,12 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let purge = tokio::spawn(purge_loop(self.state.clone()));
-        let caches = tokio::spawn(crate::cache::refresh_loop(self.state.downgrade()));
+        let state = self.state.clone();
+        let purge = tokio::spawn(purge_loop(state.clone()));
+        let caches = tokio::spawn(crate::cache::refresh_loop(state.downgrade()));
+        let (stop_webhooks, stopped) = tokio::sync::watch::channel(false);
+        let dispatcher = crate::webhooks::dispatch::Dispatcher::new(state.clone(), self.webhook_client);
+        let dispatcher = tokio::spawn(dispatcher.run(stopped));
         tracing::info!(addr = %self.addr, public_url = %self.state.public_url, "wiresocket listening");
         let listener = self.listener.tap_io(|tcp| {
             // Small frames must not wait for Nagle.
@@ -124,6 +141,13 @@ impl Application {
             .await;
         purge.abort();
         caches.abort();
+        // Open `document.updated` windows go to the outbox now rather than
+        // being lost; the dispatcher finishes what it has in flight.
+        state.events.flush_pending().await;
+        let _ = stop_webhooks.send(true);
+        if let Err(e) = dispatcher.await {
+            tracing::error!(error = %e, "the webhook dispatcher ended abnormally");
+        }
         result
     }
 }

@@ -71,6 +71,18 @@ pub struct ConfigLayer {
     /// (e.g. 10.0.0.0/8,::1). Without any, X-Forwarded-For is ignored [default: none]
     #[arg(long, env = "WIRESOCKET_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Deliver webhooks to loopback and private addresses too. Without it they are refused
+    /// (SSRF defence) unless the server itself listens on a loopback address [default: false]
+    #[arg(long, env = "WIRESOCKET_ALLOW_PRIVATE_WEBHOOKS", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_private_webhooks: Option<bool>,
+    /// At most one `document.updated` webhook event per document per this many milliseconds [default: 2000]
+    #[arg(long, env = "WIRESOCKET_WEBHOOK_DEBOUNCE_MS")]
+    pub webhook_debounce_ms: Option<u64>,
+    /// Multiplies the webhook retry schedule (5 s, 30 s, 2 min, 10 min, 1 h, 6 h); for testing only,
+    /// e.g. 0.01 [default: 1.0]
+    #[arg(long, env = "WIRESOCKET_WEBHOOK_RETRY_SCALE")]
+    pub webhook_retry_scale: Option<f64>,
 }
 
 impl ConfigLayer {
@@ -94,6 +106,9 @@ impl ConfigLayer {
             rate_limit_token_per_client: self.rate_limit_token_per_client.or(lower.rate_limit_token_per_client),
             rate_limit_max_keys: self.rate_limit_max_keys.or(lower.rate_limit_max_keys),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            allow_private_webhooks: self.allow_private_webhooks.or(lower.allow_private_webhooks),
+            webhook_debounce_ms: self.webhook_debounce_ms.or(lower.webhook_debounce_ms),
+            webhook_retry_scale: self.webhook_retry_scale.or(lower.webhook_retry_scale),
         }
     }
 
@@ -149,6 +164,13 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Peers whose `X-Forwarded-For` names the client (see [`crate::extract::ClientIp`]).
     pub trusted_proxies: Vec<IpNet>,
+    /// `--allow-private-webhooks`: deliver to non-public addresses even when
+    /// not listening on loopback.
+    pub allow_private_webhooks: bool,
+    /// The `document.updated` window per document.
+    pub webhook_debounce: Duration,
+    /// Factor on the webhook retry schedule (1.0 in production).
+    pub webhook_retry_scale: f64,
 }
 
 /// The limits on the authentication surface; `None` turns one off.
@@ -206,6 +228,9 @@ impl std::fmt::Debug for Config {
             .field("node_id", &self.node_id)
             .field("rate_limits", &self.rate_limits)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("allow_private_webhooks", &self.allow_private_webhooks)
+            .field("webhook_debounce", &self.webhook_debounce)
+            .field("webhook_retry_scale", &self.webhook_retry_scale)
             .finish()
     }
 }
@@ -219,6 +244,9 @@ pub const MAX_ACCESS_TOKEN_TTL: u64 = 900;
 pub const MAX_REFRESH_TOKEN_TTL: u64 = 365 * 24 * 3600;
 /// Thirty days.
 pub const MAX_SESSION_TTL: u64 = 30 * 24 * 3600;
+pub const DEFAULT_WEBHOOK_DEBOUNCE_MS: u64 = 2000;
+/// One hour: a longer window would make `document.updated` useless.
+pub const MAX_WEBHOOK_DEBOUNCE_MS: u64 = 3_600_000;
 
 impl Config {
     /// Resolves a merged layer plus the `WIRESOCKET_MASTER_KEY` value (read
@@ -297,6 +325,16 @@ impl Config {
             max_keys,
         };
         let trusted_proxies = parse_trusted_proxies(layer.trusted_proxies.as_deref().unwrap_or_default())?;
+        let webhook_debounce_ms = layer.webhook_debounce_ms.unwrap_or(DEFAULT_WEBHOOK_DEBOUNCE_MS);
+        if !(10..=MAX_WEBHOOK_DEBOUNCE_MS).contains(&webhook_debounce_ms) {
+            return Err(ConfigError(format!(
+                "webhook debounce must be between 10 and {MAX_WEBHOOK_DEBOUNCE_MS} milliseconds"
+            )));
+        }
+        let webhook_retry_scale = layer.webhook_retry_scale.unwrap_or(1.0);
+        if !(0.0..=1000.0).contains(&webhook_retry_scale) {
+            return Err(ConfigError("webhook retry scale must be between 0 and 1000".into()));
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -315,6 +353,9 @@ impl Config {
             doc_idle_unload: Duration::from_secs(30),
             rate_limits,
             trusted_proxies,
+            allow_private_webhooks: layer.allow_private_webhooks.unwrap_or(false),
+            webhook_debounce: Duration::from_millis(webhook_debounce_ms),
+            webhook_retry_scale,
         })
     }
 
@@ -382,6 +423,44 @@ mod tests {
         let cfg = Config::resolve(layer, None).unwrap();
         let nets: Vec<String> = cfg.trusted_proxies.iter().map(ToString::to_string).collect();
         assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32"]);
+    }
+
+    #[test]
+    fn webhook_settings_have_defaults_and_bounds() {
+        let cfg = Config::resolve(ConfigLayer::default(), None).unwrap();
+        assert!(!cfg.allow_private_webhooks);
+        assert_eq!(cfg.webhook_debounce, Duration::from_millis(2000));
+        assert_eq!(cfg.webhook_retry_scale, 1.0);
+        let file: ConfigLayer =
+            toml::from_str("allow_private_webhooks = true\nwebhook_debounce_ms = 250\nwebhook_retry_scale = 0.01")
+                .unwrap();
+        let cfg = Config::resolve(file, None).unwrap();
+        assert!(cfg.allow_private_webhooks);
+        assert_eq!(cfg.webhook_debounce, Duration::from_millis(250));
+        assert_eq!(cfg.webhook_retry_scale, 0.01);
+        for bad in [
+            ConfigLayer { webhook_debounce_ms: Some(0), ..Default::default() },
+            ConfigLayer { webhook_retry_scale: Some(-1.0), ..Default::default() },
+            ConfigLayer { webhook_retry_scale: Some(f64::NAN), ..Default::default() },
+        ] {
+            assert!(Config::resolve(bad, None).is_err());
+        }
+    }
+
+    #[test]
+    fn allow_private_webhooks_is_a_switch_or_an_env_boolean() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            layer: ConfigLayer,
+        }
+        let on = Cli::try_parse_from(["x", "--allow-private-webhooks"]).unwrap();
+        assert_eq!(on.layer.allow_private_webhooks, Some(true));
+        let off = Cli::try_parse_from(["x", "--allow-private-webhooks=false"]).unwrap();
+        assert_eq!(off.layer.allow_private_webhooks, Some(false));
+        let unset = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(unset.layer.allow_private_webhooks, None);
     }
 
     #[test]

@@ -182,21 +182,38 @@ impl KeyService {
         Ok(keys)
     }
 
-    /// Decrypts a stored key; the associated data ties it to its row. When
-    /// the blob names a master-key version we lack, re-reads the ring file
-    /// once (the operator rotated the master key while we were running).
+    /// Decrypts a stored key; the associated data ties it to its row.
     fn unwrap_key(&self, record: &SigningKeyRecord) -> Result<SigningKey, ApiError> {
-        let mut ring = self.ring();
-        if !ring.versions().contains(&record.master_key_version)
-            && let Some(path) = &self.ring_file
-        {
-            let text = std::fs::read_to_string(path).map_err(ApiError::internal)?;
-            let fresh = Arc::new(MasterKeyRing::parse(&text)?);
-            tracing::info!(versions = ?fresh.versions(), "re-read the master key ring");
-            *self.ring.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-            ring = fresh;
+        unwrap_key(self.ring_with(record.master_key_version)?.as_ref(), record)
+    }
+
+    /// The ring, able to open blobs sealed under `version`: when it lacks
+    /// that version, re-reads the ring file once (the operator rotated the
+    /// master key while we were running).
+    fn ring_with(&self, version: u32) -> Result<Arc<MasterKeyRing>, ApiError> {
+        let ring = self.ring();
+        if ring.versions().contains(&version) {
+            return Ok(ring);
         }
-        unwrap_key(&ring, record)
+        let Some(path) = &self.ring_file else { return Ok(ring) };
+        let text = std::fs::read_to_string(path).map_err(ApiError::internal)?;
+        let fresh = Arc::new(MasterKeyRing::parse(&text)?);
+        tracing::info!(versions = ?fresh.versions(), "re-read the master key ring");
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Seals a small secret (a webhook secret, …) under the current master
+    /// key; answers the blob and the version to store beside it. `aad` binds
+    /// the blob to its row.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<(Vec<u8>, u32), ApiError> {
+        let ring = self.ring();
+        Ok((ring.encrypt(plaintext, aad)?, ring.current_version()))
+    }
+
+    /// Opens what [`KeyService::seal`] sealed.
+    pub fn open(&self, blob: &[u8], version: u32, aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
+        Ok(self.ring_with(version)?.decrypt(blob, aad)?)
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`routes`]: the HTTP surface and its OpenAPI document.
 //! - [`observe`]: Prometheus metrics.
 //! - [`ratelimit`]: limits on the auth surface (per account, IP, client) and the limiter behind them.
+//! - [`webhooks`]: webhook events, the durable outbox's dispatcher, SSRF guard.
 
 pub mod app;
 pub mod cache;
@@ -30,6 +31,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod tokens;
+pub mod webhooks;
 
 pub use app::{Application, StartupError, open_store};
 pub use config::{Config, ConfigLayer};

@@ -1,5 +1,5 @@
 //! Loading, generating and rotating the master key ring that wraps every
-//! tenant's private signing key.
+//! tenant's private signing key and every webhook signing secret.
 
 use crate::config::{Config, MasterKeySource};
 use auth::envelope::MasterKeyRing;
@@ -86,7 +86,8 @@ pub fn write_ring(path: &Path, ring: &MasterKeyRing) -> Result<(), MasterKeyErro
 
 /// `wiresocket keys rotate-master`: adds a new master key version, saves the
 /// ring (before touching any row, so every ciphertext stays decryptable
-/// whatever happens next), then re-wraps every stored signing key under it.
+/// whatever happens next), then re-wraps every stored signing key and
+/// webhook secret under it; answers the version and how many were re-wrapped.
 /// Old versions stay in the ring until removed with `remove_version`.
 pub async fn rotate_master(config: &Config, store: &dyn Store) -> Result<(u32, usize), MasterKeyError> {
     let MasterKeySource::File(path) = &config.master_key else {
@@ -99,7 +100,7 @@ pub async fn rotate_master(config: &Config, store: &dyn Store) -> Result<(u32, u
     let mut ring = load_or_generate(config)?;
     let version = ring.add_version()?;
     write_ring(path, &ring)?;
-    let n = rewrap_all(&ring, store).await?;
+    let n = rewrap_all(&ring, store).await? + rewrap_webhook_secrets(&ring, store).await?;
     Ok((version, n))
 }
 
@@ -123,6 +124,27 @@ pub async fn rewrap_all(ring: &MasterKeyRing, store: &dyn Store) -> Result<usize
     Ok(n)
 }
 
+/// Re-wraps every webhook secret not yet under the ring's current version.
+pub async fn rewrap_webhook_secrets(ring: &MasterKeyRing, store: &dyn Store) -> Result<usize, MasterKeyError> {
+    let current = ring.current_version();
+    let mut n = 0;
+    for hook in store.list_all_webhook_secrets().await.map_err(|e| MasterKeyError::Other(e.to_string()))? {
+        if hook.master_key_version == current {
+            continue;
+        }
+        let aad = crate::webhooks::secret_aad(hook.tenant_id, &hook.id);
+        let secret = ring.decrypt(&hook.secret_enc, &aad)?;
+        let blob = ring.encrypt(&secret, &aad)?;
+        match store.rewrap_webhook_secret(&hook.id, &blob, current).await {
+            // Deleted meanwhile: nothing left to re-wrap.
+            Ok(()) | Err(store::StoreError::NotFound) => {}
+            Err(e) => return Err(MasterKeyError::Other(e.to_string())),
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Fails fast at start-up when the ring cannot unwrap the stored keys (a
 /// missing version, or a different key altogether), instead of failing on
 /// the first token request.
@@ -140,6 +162,13 @@ pub async fn check_ring_matches_store(ring: &MasterKeyRing, store: &dyn Store) -
         ring.decrypt(&k.private_key_enc, &aad).map_err(|_| {
             MasterKeyError::Other("the configured master key cannot decrypt the stored signing keys: wrong key?".into())
         })?;
+    }
+    let hooks = store.list_all_webhook_secrets().await.map_err(|e| MasterKeyError::Other(e.to_string()))?;
+    if let Some(h) = hooks.iter().find(|h| !versions.contains(&h.master_key_version)) {
+        return Err(MasterKeyError::Other(format!(
+            "webhook {} has its secret wrapped under master key version {}, which the configured ring lacks",
+            h.id, h.master_key_version
+        )));
     }
     Ok(())
 }
@@ -161,6 +190,19 @@ pub async fn remove_master_version(config: &Config, store: &dyn Store, version: 
     if in_use > 0 {
         return Err(MasterKeyError::Other(format!(
             "{in_use} signing keys are still wrapped under version {version}; run `wiresocket keys rotate-master` first"
+        )));
+    }
+    let hooks_in_use = store
+        .list_all_webhook_secrets()
+        .await
+        .map_err(|e| MasterKeyError::Other(e.to_string()))?
+        .iter()
+        .filter(|h| h.master_key_version == version)
+        .count();
+    if hooks_in_use > 0 {
+        return Err(MasterKeyError::Other(format!(
+            "{hooks_in_use} webhook secrets are still wrapped under version {version}; \
+             run `wiresocket keys rotate-master` first"
         )));
     }
     ring.remove_version(version)?;

@@ -37,6 +37,8 @@ pub struct Inner {
     pub denied: crate::cache::DenyList,
     /// Failed logins, auth requests per IP, token requests per client.
     pub rate_limits: crate::ratelimit::AuthLimits,
+    /// Webhook events: `events.emit(…)` after a change (see [`crate::webhooks`]).
+    pub events: Arc<crate::webhooks::events::Events>,
 }
 
 impl std::ops::Deref for AppState {

@@ -81,6 +81,13 @@ impl Drop for SlotRef {
     }
 }
 
+/// Told of every write once it is durable (webhooks' `document.updated`).
+/// Called on the persister's task, once per write: it must be cheap and
+/// must never block or await.
+pub trait WriteObserver: Send + Sync {
+    fn persisted(&self, key: &DocKey);
+}
+
 struct Write {
     slot: Arc<DocSlot>,
     room: Arc<Room>,
@@ -96,6 +103,7 @@ pub struct Docs {
     slots: DashMap<DocKey, Arc<DocSlot>>,
     queue: mpsc::Sender<Write>,
     clock: Arc<dyn domain::clock::Clock>,
+    observer: std::sync::OnceLock<Arc<dyn WriteObserver>>,
     pub metrics: DocMetrics,
 }
 
@@ -109,10 +117,22 @@ impl Docs {
     /// Starts the persister and the idle sweeper; they stop when `Docs` is dropped.
     pub fn start(store: Arc<dyn Store>, clock: Arc<dyn domain::clock::Clock>, idle_unload: Duration) -> Arc<Self> {
         let (queue, rx) = mpsc::channel(8192);
-        let docs = Arc::new(Self { store, slots: DashMap::new(), queue, clock, metrics: DocMetrics::default() });
+        let docs = Arc::new(Self {
+            store,
+            slots: DashMap::new(),
+            queue,
+            clock,
+            observer: std::sync::OnceLock::new(),
+            metrics: DocMetrics::default(),
+        });
         tokio::spawn(persister(Arc::downgrade(&docs), rx));
         tokio::spawn(sweeper(Arc::downgrade(&docs), idle_unload));
         docs
+    }
+
+    /// Sets the one observer of durable writes; a second call is ignored.
+    pub fn observe(&self, observer: Arc<dyn WriteObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// The document's room, loaded from the store on first use.
@@ -274,6 +294,9 @@ async fn persister(docs: std::sync::Weak<Docs>, mut rx: mpsc::Receiver<Write>) {
 fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     let slot = &w.slot;
     slot.exists.store(true, Ordering::Release);
+    if let Some(observer) = docs.observer.get() {
+        observer.persisted(&slot.key);
+    }
     // A panic inside the CRDT library must not take the persister (and so
     // every document) down with it.
     let applied =

@@ -17,6 +17,7 @@ use domain::names::{AppName, Environment};
 use domain::plan::PlanId;
 use domain::proration::{InvoiceLine, billing_period, first_period_line, invoice_total, prorate};
 use domain::role::{Action, Resource};
+use domain::webhook::WebhookEvent;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -90,7 +91,7 @@ fn normalise_domains(input: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(parse_allowed_domains(input)?.iter().map(ToString::to_string).collect())
 }
 
-async fn load_app(state: &AppState, tenant: &TenantRecord, aid: &str) -> Result<AppRecord, ApiError> {
+pub(crate) async fn load_app(state: &AppState, tenant: &TenantRecord, aid: &str) -> Result<AppRecord, ApiError> {
     let id = AppId::parse(aid).map_err(|_| ApiError::not_found())?;
     state.store.get_app(tenant.id, id).await?.ok_or_else(ApiError::not_found)
 }
@@ -161,6 +162,8 @@ pub async fn create_app(
             json!({"name": app.name, "plan": plan.as_str(), "region": app.region}),
         )
         .await;
+    let data = json!({"name": app.name, "plan": plan.as_str(), "region": app.region, "environment": app.environment});
+    state.events.emit(tenant.id, Some(app.id), WebhookEvent::AppCreated, data).await;
     let view = AppView::new(app, now, Some(secret.expose_secret().to_owned()));
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -236,6 +239,8 @@ pub async fn update_app(
             json!({"changed": changed}),
         )
         .await;
+    let data = json!({"name": app.name, "allowed_domains": app.allowed_domains, "environment": app.environment, "changed": changed});
+    state.events.emit(tenant.id, Some(app.id), WebhookEvent::AppUpdated, data).await;
     Ok(Json(AppView::new(app, now, None)))
 }
 
@@ -259,6 +264,7 @@ pub async fn delete_app(
         st.limits.forget(app.id);
         let target = Some(("app", app.id.to_string()));
         st.audit(Some(tenant.id), &actor, AuditAction::AppDeleted, target, json!({"name": app.name})).await;
+        st.events.emit(tenant.id, Some(app.id), WebhookEvent::AppDeleted, json!({"name": app.name})).await;
         Ok(())
     })
     .await?;
@@ -292,6 +298,7 @@ pub async fn rotate_secret(
     let actor = Actor::user(&session, &ip);
     let st = state.clone();
     let app_id = app.id;
+    let client_id = app.client_id.clone();
     run_detached(async move {
         st.store.set_app_secret(app_id, &hash, now).await?;
         st.apps.invalidate(app_id);
@@ -300,6 +307,9 @@ pub async fn rotate_secret(
         st.registry.close_where(reason, |c| c.app == app_id && c.iat < now.unix_timestamp());
         st.audit(Some(tenant.id), &actor, AuditAction::AppSecretRotated, Some(("app", app_id.to_string())), json!({}))
             .await;
+        let rotated_at = now.format(&time::format_description::well_known::Rfc3339).ok();
+        let data = json!({"client_id": client_id, "rotated_at": rotated_at});
+        st.events.emit(tenant.id, Some(app_id), WebhookEvent::AppSecretRotated, data).await;
         Ok(())
     })
     .await?;

@@ -11,7 +11,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use domain::webhook::WebhookEvent;
 use serde::Serialize;
+use serde_json::json;
 use store::DocRecord;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -170,5 +172,9 @@ pub async fn delete_doc(
     }
     state.registry.close_where(CloseReason { code: close::DELETED, reason: "document deleted" }, |c| c.doc == key);
     state.docs.evict(&key);
+    // No `document.updated` may trail the deletion.
+    state.events.forget_doc(&key);
+    let data = json!({"doc": key.name});
+    state.events.emit(token.app.tenant_id, Some(token.app.id), WebhookEvent::DocumentDeleted, data).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,6 +11,7 @@ pub mod ops;
 pub mod policy;
 pub mod sync;
 pub mod tenants;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -173,6 +174,11 @@ pub fn api(max_message: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(apps::list_invoices))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_webhook_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::test_webhook))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))

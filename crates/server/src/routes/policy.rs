@@ -63,6 +63,15 @@ pub const POLICIES: &[(&str, &str, Policy)] = &[
     ("POST", "/v1/tenants/{tid}/apps/{aid}/secret/rotate", Tenant(Apps, Update)),
     ("POST", "/v1/tenants/{tid}/apps/{aid}/plan", Tenant(Billing, Update)),
     ("GET", "/v1/tenants/{tid}/apps/{aid}/invoices", Tenant(Billing, Read)),
+    // webhooks
+    ("POST", "/v1/tenants/{tid}/apps/{aid}/webhooks", Tenant(Webhooks, Create)),
+    ("GET", "/v1/tenants/{tid}/apps/{aid}/webhooks", Tenant(Webhooks, Read)),
+    ("GET", "/v1/tenants/{tid}/apps/{aid}/webhooks/{wid}", Tenant(Webhooks, Read)),
+    ("PATCH", "/v1/tenants/{tid}/apps/{aid}/webhooks/{wid}", Tenant(Webhooks, Update)),
+    ("DELETE", "/v1/tenants/{tid}/apps/{aid}/webhooks/{wid}", Tenant(Webhooks, Delete)),
+    ("POST", "/v1/tenants/{tid}/apps/{aid}/webhooks/{wid}/secret/rotate", Tenant(Webhooks, Update)),
+    ("GET", "/v1/tenants/{tid}/apps/{aid}/webhooks/{wid}/deliveries", Tenant(Webhooks, Read)),
+    ("POST", "/v1/tenants/{tid}/apps/{aid}/webhooks/{wid}/test", Tenant(Webhooks, Update)),
     // audit
     ("GET", "/v1/tenants/{tid}/audit", Tenant(Audit, Read)),
     ("GET", "/v1/tenants/{tid}/audit/verify", Tenant(Audit, Read)),

@@ -15,6 +15,7 @@ use domain::ids::TenantId;
 use domain::keys::{KeyState, KeyStatus};
 use domain::names::TenantName;
 use domain::role::{Action, Resource, Role};
+use domain::webhook::WebhookEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{SigningKeyRecord, TenantRecord};
@@ -160,6 +161,8 @@ pub async fn rotate_key(
         st.keys.reload_tenant(tenant.id).await?;
         let target = Some(("key", key.kid.clone()));
         st.audit(Some(tenant.id), &actor, AuditAction::KeyRotated, target, json!({"grace_seconds": grace})).await;
+        let data = json!({"kid": key.kid, "grace_seconds": grace});
+        st.events.emit(tenant.id, None, WebhookEvent::KeyRotated, data).await;
         Ok(key)
     })
     .await?;
@@ -191,7 +194,9 @@ pub async fn revoke_key(
         let reason = CloseReason { code: close::TOKEN, reason: "signing key revoked" };
         st.registry.close_where(reason, |c| c.kid == kid);
         let details = json!({"replacement": replacement.as_ref().map(|r| r.kid.clone())});
-        st.audit(Some(tenant.id), &actor, AuditAction::KeyRevoked, Some(("key", kid.clone())), details).await;
+        st.audit(Some(tenant.id), &actor, AuditAction::KeyRevoked, Some(("key", kid.clone())), details.clone()).await;
+        let data = json!({"kid": kid, "replacement": details["replacement"]});
+        st.events.emit(tenant.id, None, WebhookEvent::KeyRevoked, data).await;
         Ok(revoked)
     })
     .await?;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// `target/<profile>/wiresocket`, built by `cargo test --workspace` alongside this test binary.
-pub fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("wiresocket");
@@ -18,7 +18,7 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -34,7 +34,7 @@ fn start(data_dir: &Path, port: u16) -> Child {
         .unwrap()
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) {
     for _ in 0..200 {
         if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
             return;

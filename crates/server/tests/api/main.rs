@@ -19,4 +19,5 @@ mod permissions;
 mod ratelimit;
 mod secrets_at_rest;
 mod tenants;
+mod webhooks;
 mod yclient;
