@@ -77,6 +77,10 @@ impl Application {
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(config.listen, e))?;
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let metrics = crate::observe::recorder().map_err(StartupError::Other)?;
+        // A bad SMTP URL or an unwritable outbox is a start-up error, not a
+        // surprise at the first invite.
+        let mailer = crate::mail::from_config(&config).map_err(|e| StartupError::Other(format!("mail: {e}")))?;
+        tracing::info!(mail = %mailer.describe(), "outgoing mail");
         let docs = crate::dataplane::docs::Docs::start(store.clone(), clock.clone(), config.doc_idle_unload);
         let state = AppState::new(Inner {
             node_id: config.node_id.clone(),
@@ -85,6 +89,7 @@ impl Application {
             limits: crate::dataplane::limits::Limits::default(),
             apps: crate::cache::AppCache::default(),
             denied: crate::cache::DenyList::default(),
+            mailer,
             keys: KeyService::new(ring, store.clone(), &config),
             password_policy: config.password_policy,
             config,

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 /// One layer of settings; every field optional so layers can be merged.
 /// The same struct is filled by clap (flags and env) and by the TOML file.
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+/// Its `Debug` redacts the URLs that may carry credentials.
+#[derive(Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigLayer {
     /// Address to listen on [default: 127.0.0.1:8080]
@@ -51,6 +52,35 @@ pub struct ConfigLayer {
     /// This node's id in discovery answers [default: node-<random>]
     #[arg(long, env = "WIRESOCKET_NODE_ID")]
     pub node_id: Option<String>,
+    /// smtp://user:pass@host:587?tls=required or smtps://…:465 to send invite and password-reset mail.
+    /// Without it, each message is written to <data-dir>/outbox/ as an .eml file
+    #[arg(long, env = "WIRESOCKET_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of outgoing mail [default: WireSocket <no-reply@localhost>]
+    #[arg(long, env = "WIRESOCKET_MAIL_FROM")]
+    pub mail_from: Option<String>,
+}
+
+impl std::fmt::Debug for ConfigLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "[redacted]");
+        f.debug_struct("ConfigLayer")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redacted(&self.database_url))
+            .field("redis_url", &redacted(&self.redis_url))
+            .field("public_url", &self.public_url)
+            .field("master_key_file", &self.master_key_file)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("session_ttl", &self.session_ttl)
+            .field("regions", &self.regions)
+            .field("max_message_size", &self.max_message_size)
+            .field("node_id", &self.node_id)
+            .field("smtp_url", &redacted(&self.smtp_url))
+            .field("mail_from", &self.mail_from)
+            .finish()
+    }
 }
 
 impl ConfigLayer {
@@ -69,6 +99,8 @@ impl ConfigLayer {
             regions: self.regions.or(lower.regions),
             max_message_size: self.max_message_size.or(lower.max_message_size),
             node_id: self.node_id.or(lower.node_id),
+            smtp_url: self.smtp_url.or(lower.smtp_url),
+            mail_from: self.mail_from.or(lower.mail_from),
         }
     }
 
@@ -121,6 +153,10 @@ pub struct Config {
     pub node_id: String,
     /// How long a document stays in memory after its last connection left.
     pub doc_idle_unload: Duration,
+    /// Outgoing mail over SMTP; `None`: `.eml` files in `<data-dir>/outbox/`.
+    pub smtp_url: Option<SecretString>,
+    /// The `From:` of outgoing mail (an RFC 5322 mailbox).
+    pub mail_from: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -138,9 +174,13 @@ impl std::fmt::Debug for Config {
             .field("regions", &self.regions)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("node_id", &self.node_id)
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "[redacted]"))
+            .field("mail_from", &self.mail_from)
             .finish()
     }
 }
+
+pub const DEFAULT_MAIL_FROM: &str = "WireSocket <no-reply@localhost>";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./wiresocket-data";
@@ -216,6 +256,17 @@ impl Config {
             Some(id) => return Err(ConfigError(format!("bad node id {id:?}"))),
             None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         };
+        let mail_from = layer.mail_from.unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned());
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError(format!("bad mail sender {mail_from:?}: expected e.g. \"Name <addr@host>\"")));
+        }
+        if let Some(url) = &layer.smtp_url {
+            // The URL may hold a password: the message never quotes it.
+            let scheme = url::Url::parse(url).map(|u| u.scheme().to_owned()).unwrap_or_default();
+            if !matches!(scheme.as_str(), "smtp" | "smtps") {
+                return Err(ConfigError("the SMTP URL must be smtp://… or smtps://…".into()));
+            }
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -232,6 +283,8 @@ impl Config {
             max_message_bytes,
             node_id,
             doc_idle_unload: Duration::from_secs(30),
+            smtp_url: layer.smtp_url.map(SecretString::from),
+            mail_from,
         })
     }
 
@@ -271,9 +324,33 @@ mod tests {
 
     #[test]
     fn debug_redacts_secrets() {
-        let layer = ConfigLayer { database_url: Some("postgres://u:hunter2@h/db".into()), ..Default::default() };
+        let layer = ConfigLayer {
+            database_url: Some("postgres://u:hunter2@h/db".into()),
+            smtp_url: Some("smtp://mail:smtp-pass@mail.example.com:587".into()),
+            ..Default::default()
+        };
+        let dbg = format!("{layer:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("smtp-pass"), "{dbg}");
         let cfg = Config::resolve(layer, Some(SecretString::from("1:c2VjcmV0"))).unwrap();
         let dbg = format!("{cfg:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("c2VjcmV0"), "{dbg}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("c2VjcmV0") && !dbg.contains("smtp-pass"), "{dbg}");
+        assert!(dbg.contains("no-reply@localhost"), "{dbg}");
+    }
+
+    #[test]
+    fn mail_settings_are_checked() {
+        let bad_from = ConfigLayer { mail_from: Some("not a mailbox".into()), ..Default::default() };
+        assert!(Config::resolve(bad_from, None).is_err());
+        let bad_url = ConfigLayer { smtp_url: Some("http://u:secret@h".into()), ..Default::default() };
+        let err = Config::resolve(bad_url, None).unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+        let ok = ConfigLayer {
+            smtp_url: Some("smtps://u:p@mail.example.com:465".into()),
+            mail_from: Some("Acme <ops@acme.test>".into()),
+            ..Default::default()
+        };
+        let cfg = Config::resolve(ok, None).unwrap();
+        assert_eq!(cfg.mail_from, "Acme <ops@acme.test>");
+        assert!(cfg.smtp_url.is_some());
     }
 }

@@ -182,21 +182,34 @@ impl KeyService {
         Ok(keys)
     }
 
-    /// Decrypts a stored key; the associated data ties it to its row. When
-    /// the blob names a master-key version we lack, re-reads the ring file
-    /// once (the operator rotated the master key while we were running).
+    /// Decrypts a stored key; the associated data ties it to its row.
     fn unwrap_key(&self, record: &SigningKeyRecord) -> Result<SigningKey, ApiError> {
-        let mut ring = self.ring();
-        if !ring.versions().contains(&record.master_key_version)
-            && let Some(path) = &self.ring_file
-        {
-            let text = std::fs::read_to_string(path).map_err(ApiError::internal)?;
-            let fresh = Arc::new(MasterKeyRing::parse(&text)?);
-            tracing::info!(versions = ?fresh.versions(), "re-read the master key ring");
-            *self.ring.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-            ring = fresh;
+        unwrap_key(self.ring_for(record.master_key_version)?.as_ref(), record)
+    }
+
+    /// A ring that holds `version`. When ours lacks it, re-reads the ring
+    /// file once (the operator rotated the master key while we were
+    /// running); decryption then fails on its own if it is still missing.
+    pub fn ring_for(&self, version: u32) -> Result<Arc<MasterKeyRing>, ApiError> {
+        let ring = self.ring();
+        if ring.versions().contains(&version) {
+            return Ok(ring);
         }
-        unwrap_key(&ring, record)
+        let Some(path) = &self.ring_file else {
+            return Ok(ring);
+        };
+        let text = std::fs::read_to_string(path).map_err(ApiError::internal)?;
+        let fresh = Arc::new(MasterKeyRing::parse(&text)?);
+        tracing::info!(versions = ?fresh.versions(), "re-read the master key ring");
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Seals a secret other than a signing key (e.g. a TOTP secret) under
+    /// the current master key version; answers the blob and that version.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<(Vec<u8>, u32), ApiError> {
+        let ring = self.ring();
+        Ok((ring.encrypt(plaintext, aad)?, ring.current_version()))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp, HumanSession};
+use crate::mfa::{MfaError, Proof};
 use crate::routes::ErrorSchema;
 use crate::state::{Actor, AppState};
 use axum::Json;
@@ -96,8 +97,9 @@ pub struct LoginRequest {
     email: String,
     password: String,
     /// TOTP code, when MFA is enabled.
-    #[allow(dead_code)]
     totp: Option<String>,
+    /// One of the recovery codes shown when MFA was enabled, instead of `totp`; each works once.
+    recovery_code: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -151,8 +153,11 @@ pub async fn check_credentials(
     }
 }
 
+/// Email and password, then — when MFA is on — a TOTP code or a recovery
+/// code. Whether MFA is on is told only once the password checked out.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorSchema)))]
+    responses((status = 200, body = LoginResponse),
+        (status = 401, body = ErrorSchema, description = "invalid_credentials, mfa_required or invalid_totp")))]
 pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -161,6 +166,25 @@ pub async fn login(
     let Some(user) = check_credentials(&state, &req.email, req.password, &ip).await? else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
     };
+    let proof = Proof::from_fields(req.totp.as_deref(), req.recovery_code.as_deref());
+    match crate::mfa::check(&state, user.id, proof, &ip).await {
+        Ok(()) => {}
+        Err(MfaError::Required) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "mfa_required",
+                "this account has two-factor authentication on: give a `totp` code (or a `recovery_code`)",
+            ));
+        }
+        Err(MfaError::Invalid) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_totp",
+                "wrong or already used code; wait for the next code of your authenticator app",
+            ));
+        }
+        Err(MfaError::Internal(e)) => return Err(e),
+    }
     let (token, session) = state.create_session(user.id, None).await?;
     let actor = Actor::user_id(user.id, &ip);
     state.audit(None, &actor, AuditAction::Login, Some(("user", user.id.to_string())), json!({})).await;
@@ -211,6 +235,8 @@ pub struct MeResponse {
     id: UserId,
     email: String,
     mfa_enabled: bool,
+    /// Unused recovery codes, when MFA is on.
+    recovery_codes_remaining: Option<i64>,
     is_operator: bool,
     tenants: Vec<MeTenant>,
     #[serde(with = "time::serde::rfc3339")]
@@ -228,10 +254,14 @@ pub async fn me(State(state): State<AppState>, session: HumanSession) -> Result<
         .into_iter()
         .map(|(t, role)| MeTenant { id: t.id, name: t.name, role })
         .collect();
+    let mfa_enabled = crate::mfa::enabled(&state, session.user.id).await?.is_some();
+    let recovery_codes_remaining =
+        if mfa_enabled { Some(state.store.unused_recovery_codes(session.user.id).await?) } else { None };
     Ok(Json(MeResponse {
         id: session.user.id,
         email: session.user.email,
-        mfa_enabled: false,
+        mfa_enabled,
+        recovery_codes_remaining,
         is_operator: session.user.is_operator,
         tenants,
         session_expires_at: session.expires_at,
