@@ -269,20 +269,24 @@ pub struct OutboxMail {
     pub body: String,
 }
 
-/// Decodes a quoted-printable body (RFC 2045 §6.7), as a mail client would.
-fn decode_quoted_printable(s: &str) -> String {
+/// Decodes a quoted-printable body (RFC 2045 §6.7), as a mail client would;
+/// an `=` not followed by two hex digits stays as it is.
+pub fn decode_quoted_printable(s: &str) -> String {
     let joined = s.replace("=\r\n", "");
     let bytes = joined.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'=' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(b) if bytes[i] == b'=' => {
+                out.push(b);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
     }
     String::from_utf8(out).unwrap()

@@ -210,3 +210,68 @@ async fn concurrent_accepts_of_one_invite_let_exactly_one_through() {
     let members = app.state.store.list_members(domain::ids::TenantId::parse(&owner.tenant_id).unwrap(), None, 10);
     assert_eq!(members.await.unwrap().items.len(), 2);
 }
+
+/// Enough of an SMTP server (RFC 5321) to receive one message; answers the
+/// transcript once the client quits.
+async fn fake_smtp() -> (u16, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (r, mut w) = sock.into_split();
+        let mut r = BufReader::new(r);
+        w.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+        let (mut transcript, mut in_data) = (String::new(), false);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap() == 0 {
+                break;
+            }
+            transcript.push_str(&line);
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    w.write_all(b"250 queued\r\n").await.unwrap();
+                }
+                continue;
+            }
+            let cmd = line.to_ascii_uppercase();
+            let reply: &[u8] = if cmd.starts_with("EHLO") {
+                b"250 fake\r\n"
+            } else if cmd.starts_with("DATA") {
+                in_data = true;
+                b"354 go\r\n"
+            } else if cmd.starts_with("QUIT") {
+                w.write_all(b"221 bye\r\n").await.unwrap();
+                break;
+            } else {
+                b"250 ok\r\n"
+            };
+            w.write_all(reply).await.unwrap();
+        }
+        transcript
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn with_an_smtp_url_invites_go_over_smtp() {
+    let (port, server) = fake_smtp().await;
+    let dir = temp_dir();
+    let mut config = test_config(&dir);
+    config.smtp_url = Some(auth::SecretString::from(format!("smtp://127.0.0.1:{port}")));
+    config.mail_from = "Acme Ops <ops@acme.test>".to_owned();
+    let app = spawn_with(config).await;
+    let owner = app.setup().await;
+    assert_eq!(invite(&app, &owner.session, &owner.tenant_id, "smtp@example.com", "viewer").await.status(), 201);
+    let transcript = tokio::time::timeout(std::time::Duration::from_secs(20), server).await.unwrap().unwrap();
+    assert!(transcript.contains("MAIL FROM:<ops@acme.test>"), "{transcript}");
+    assert!(transcript.contains("RCPT TO:<smtp@example.com>"), "{transcript}");
+    let token = token_in(&decode_quoted_printable(&transcript), "inv_");
+    assert!(!app.outbox().exists() || std::fs::read_dir(app.outbox()).unwrap().next().is_none());
+    // The mailed token is the real one.
+    let r = accept(&app, json!({"token": token, "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    app.stop().await;
+}

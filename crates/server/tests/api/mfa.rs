@@ -235,3 +235,26 @@ async fn master_key_rotation_rewraps_mfa_secrets() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn accepting_an_invite_into_an_mfa_account_needs_the_code() {
+    let app = spawn_app().await;
+    let owner = app.setup().await;
+    let session = app.create_user("guarded@example.com").await;
+    let (secret, _) = enable_mfa(&app, &session).await;
+    let r = app
+        .post(&format!("/v1/tenants/{}/invites", owner.tenant_id))
+        .bearer_auth(&owner.session)
+        .json(&json!({"email": "guarded@example.com", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let token = app.tokens_mailed_to("guarded@example.com", "inv_", 1).await.remove(0);
+    let accept = |body: Value| app.post("/v1/invites/accept").json(&body).send();
+    let r = accept(json!({"token": token, "password": PASSWORD})).await.unwrap();
+    assert_error(r, 401, "mfa_required").await;
+    app.clock.advance(Duration::seconds(30));
+    let r = accept(json!({"token": token, "password": PASSWORD, "totp": totp_now(&app, &secret)})).await.unwrap();
+    assert_eq!(r.status(), 201);
+}
