@@ -228,11 +228,22 @@ async fn master_key_rotation_rewraps_mfa_secrets() {
     server::masterkey::remove_master_version(&config, store.as_ref(), 1).await.unwrap();
     drop(store);
 
-    let app = spawn_with(config).await;
+    let app = spawn_with(config.clone()).await;
     // A fresh clock starts at the real time: move past the step the enrolment used.
     app.clock.advance(Duration::seconds(60));
     let r = login(&app, json!({"email": owner.email, "password": PASSWORD, "totp": totp_now(&app, &secret)})).await;
     assert_eq!(r.status(), 200);
+
+    // Rotated while this server runs: it keeps sealing under the version it
+    // knows (2), so removing that version must wait for another rotation.
+    let store = server::open_store(&config).await.unwrap();
+    assert_eq!(server::masterkey::rotate_master(&config, store.as_ref()).await.unwrap(), (3, 2));
+    let session = app.create_user("late@example.com").await;
+    enable_mfa(&app, &session).await;
+    let err = server::masterkey::remove_master_version(&config, store.as_ref(), 2).await.unwrap_err();
+    assert!(err.to_string().contains("MFA secrets are still wrapped under version 2"), "{err}");
+    assert_eq!(server::masterkey::rotate_master(&config, store.as_ref()).await.unwrap(), (4, 3));
+    server::masterkey::remove_master_version(&config, store.as_ref(), 2).await.unwrap();
     app.stop().await;
 }
 
