@@ -213,10 +213,20 @@ impl MasterKeyRing {
 /// a blob copied into another row does not open. Each field is length
 /// prefixed, so no two (tenant, kid) pairs share an encoding.
 pub fn key_aad(tenant_id: &str, kid: &str) -> Vec<u8> {
-    const DOMAIN: &[u8] = b"wiresocket:signing-key:v1:";
-    let mut aad = Vec::with_capacity(DOMAIN.len() + 8 + tenant_id.len() + kid.len());
-    aad.extend_from_slice(DOMAIN);
-    for field in [tenant_id, kid] {
+    bound_aad(b"wiresocket:signing-key:v1:", &[tenant_id, kid])
+}
+
+/// Associated data that ties a sealed TOTP secret to its user: a secret
+/// copied onto another user's row does not open, and the domain prefix keeps
+/// it from ever opening as a signing key (or the other way round).
+pub fn mfa_aad(user_id: &str) -> Vec<u8> {
+    bound_aad(b"wiresocket:mfa-secret:v1:", &[user_id])
+}
+
+fn bound_aad(domain: &[u8], fields: &[&str]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(domain.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>());
+    aad.extend_from_slice(domain);
+    for field in fields {
         // Lengths above u32::MAX cannot occur for ids; saturating keeps this
         // infallible without making two different inputs collide in practice.
         let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
@@ -415,5 +425,15 @@ mod tests {
         assert_ne!(key_aad("", "ab"), key_aad("ab", ""));
         assert_eq!(key_aad("t", "k"), key_aad("t", "k"));
         assert!(key_aad("t", "k").starts_with(b"wiresocket:signing-key:v1:"));
+        assert!(mfa_aad("u").starts_with(b"wiresocket:mfa-secret:v1:"));
+        assert_ne!(mfa_aad("u1"), mfa_aad("u2"));
+    }
+
+    #[test]
+    fn mfa_secrets_are_bound_to_their_user() {
+        let ring = MasterKeyRing::generate().unwrap();
+        let blob = ring.encrypt(b"totp secret bytes", &mfa_aad("user-1")).unwrap();
+        assert_eq!(ring.decrypt(&blob, &mfa_aad("user-1")).unwrap().as_slice(), b"totp secret bytes");
+        assert!(matches!(ring.decrypt(&blob, &mfa_aad("user-2")), Err(AuthError::Decrypt)));
     }
 }

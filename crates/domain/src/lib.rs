@@ -7,7 +7,7 @@
 //! - [`docname`]: document names and the `docs` claim patterns.
 //! - [`plan`]: the plan catalog, limits and regions.
 //! - [`proration`]: billing periods and prorated invoice lines for plan changes.
-//! - [`role`]: built-in roles, resources, actions.
+//! - [`role`]: built-in and custom roles, resources, actions, who may grant what.
 //! - [`claims`]: the JWT claims WireSocket issues.
 //! - [`keys`]: signing-key lifecycle (active → retiring → retired, or revoked).
 //! - [`clock`]: time as a parameter, so expiry is testable.

@@ -80,6 +80,10 @@ impl Application {
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(config.listen, e))?;
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let metrics = crate::observe::recorder().map_err(StartupError::Other)?;
+        // A bad SMTP URL or an unwritable outbox is a start-up error, not a
+        // surprise at the first invite.
+        let mailer = crate::mail::from_config(&config).map_err(|e| StartupError::Other(format!("mail: {e}")))?;
+        tracing::info!(mail = %mailer.describe(), "outgoing mail");
         let docs = crate::dataplane::docs::Docs::start(store.clone(), clock.clone(), config.doc_idle_unload);
         let targets = crate::webhooks::TargetPolicy::new(&config);
         let events =
@@ -99,6 +103,7 @@ impl Application {
             denied: crate::cache::DenyList::default(),
             rate_limits: crate::ratelimit::AuthLimits::in_memory(config.rate_limits.clone()),
             events,
+            mailer,
             keys: KeyService::new(ring, store.clone(), &config),
             password_policy: config.password_policy,
             config,

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 /// One layer of settings; every field optional so layers can be merged.
 /// The same struct is filled by clap (flags and env) and by the TOML file.
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+/// Its `Debug` redacts the URLs that may carry credentials.
+#[derive(Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigLayer {
     /// Address to listen on [default: 127.0.0.1:8080]
@@ -83,6 +84,43 @@ pub struct ConfigLayer {
     /// e.g. 0.01 [default: 1.0]
     #[arg(long, env = "WIRESOCKET_WEBHOOK_RETRY_SCALE")]
     pub webhook_retry_scale: Option<f64>,
+    /// smtp://user:pass@host:587?tls=required or smtps://…:465 to send invite and password-reset mail.
+    /// Without it, each message is written to <data-dir>/outbox/ as an .eml file
+    #[arg(long, env = "WIRESOCKET_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of outgoing mail [default: WireSocket <no-reply@localhost>]
+    #[arg(long, env = "WIRESOCKET_MAIL_FROM")]
+    pub mail_from: Option<String>,
+}
+
+impl std::fmt::Debug for ConfigLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "[redacted]");
+        f.debug_struct("ConfigLayer")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redacted(&self.database_url))
+            .field("redis_url", &redacted(&self.redis_url))
+            .field("public_url", &self.public_url)
+            .field("master_key_file", &self.master_key_file)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("session_ttl", &self.session_ttl)
+            .field("regions", &self.regions)
+            .field("max_message_size", &self.max_message_size)
+            .field("node_id", &self.node_id)
+            .field("smtp_url", &redacted(&self.smtp_url))
+            .field("mail_from", &self.mail_from)
+            .field("rate_limit_login_failures", &self.rate_limit_login_failures)
+            .field("rate_limit_auth_per_ip", &self.rate_limit_auth_per_ip)
+            .field("rate_limit_token_per_client", &self.rate_limit_token_per_client)
+            .field("rate_limit_max_keys", &self.rate_limit_max_keys)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("allow_private_webhooks", &self.allow_private_webhooks)
+            .field("webhook_debounce_ms", &self.webhook_debounce_ms)
+            .field("webhook_retry_scale", &self.webhook_retry_scale)
+            .finish()
+    }
 }
 
 impl ConfigLayer {
@@ -109,6 +147,8 @@ impl ConfigLayer {
             allow_private_webhooks: self.allow_private_webhooks.or(lower.allow_private_webhooks),
             webhook_debounce_ms: self.webhook_debounce_ms.or(lower.webhook_debounce_ms),
             webhook_retry_scale: self.webhook_retry_scale.or(lower.webhook_retry_scale),
+            smtp_url: self.smtp_url.or(lower.smtp_url),
+            mail_from: self.mail_from.or(lower.mail_from),
         }
     }
 
@@ -171,6 +211,10 @@ pub struct Config {
     pub webhook_debounce: Duration,
     /// Factor on the webhook retry schedule (1.0 in production).
     pub webhook_retry_scale: f64,
+    /// Outgoing mail over SMTP; `None`: `.eml` files in `<data-dir>/outbox/`.
+    pub smtp_url: Option<SecretString>,
+    /// The `From:` of outgoing mail (an RFC 5322 mailbox).
+    pub mail_from: String,
 }
 
 /// The limits on the authentication surface; `None` turns one off.
@@ -231,9 +275,13 @@ impl std::fmt::Debug for Config {
             .field("allow_private_webhooks", &self.allow_private_webhooks)
             .field("webhook_debounce", &self.webhook_debounce)
             .field("webhook_retry_scale", &self.webhook_retry_scale)
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "[redacted]"))
+            .field("mail_from", &self.mail_from)
             .finish()
     }
 }
+
+pub const DEFAULT_MAIL_FROM: &str = "WireSocket <no-reply@localhost>";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./wiresocket-data";
@@ -335,6 +383,17 @@ impl Config {
         if !(0.0..=1000.0).contains(&webhook_retry_scale) {
             return Err(ConfigError("webhook retry scale must be between 0 and 1000".into()));
         }
+        let mail_from = layer.mail_from.unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned());
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError(format!("bad mail sender {mail_from:?}: expected e.g. \"Name <addr@host>\"")));
+        }
+        if let Some(url) = &layer.smtp_url {
+            // The URL may hold a password: the message never quotes it.
+            let scheme = url::Url::parse(url).map(|u| u.scheme().to_owned()).unwrap_or_default();
+            if !matches!(scheme.as_str(), "smtp" | "smtps") {
+                return Err(ConfigError("the SMTP URL must be smtp://… or smtps://…".into()));
+            }
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -356,6 +415,8 @@ impl Config {
             allow_private_webhooks: layer.allow_private_webhooks.unwrap_or(false),
             webhook_debounce: Duration::from_millis(webhook_debounce_ms),
             webhook_retry_scale,
+            smtp_url: layer.smtp_url.map(SecretString::from),
+            mail_from,
         })
     }
 
@@ -465,9 +526,33 @@ mod tests {
 
     #[test]
     fn debug_redacts_secrets() {
-        let layer = ConfigLayer { database_url: Some("postgres://u:hunter2@h/db".into()), ..Default::default() };
+        let layer = ConfigLayer {
+            database_url: Some("postgres://u:hunter2@h/db".into()),
+            smtp_url: Some("smtp://mail:smtp-pass@mail.example.com:587".into()),
+            ..Default::default()
+        };
+        let dbg = format!("{layer:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("smtp-pass"), "{dbg}");
         let cfg = Config::resolve(layer, Some(SecretString::from("1:c2VjcmV0"))).unwrap();
         let dbg = format!("{cfg:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("c2VjcmV0"), "{dbg}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("c2VjcmV0") && !dbg.contains("smtp-pass"), "{dbg}");
+        assert!(dbg.contains("no-reply@localhost"), "{dbg}");
+    }
+
+    #[test]
+    fn mail_settings_are_checked() {
+        let bad_from = ConfigLayer { mail_from: Some("not a mailbox".into()), ..Default::default() };
+        assert!(Config::resolve(bad_from, None).is_err());
+        let bad_url = ConfigLayer { smtp_url: Some("http://u:secret@h".into()), ..Default::default() };
+        let err = Config::resolve(bad_url, None).unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+        let ok = ConfigLayer {
+            smtp_url: Some("smtps://u:p@mail.example.com:465".into()),
+            mail_from: Some("Acme <ops@acme.test>".into()),
+            ..Default::default()
+        };
+        let cfg = Config::resolve(ok, None).unwrap();
+        assert_eq!(cfg.mail_from, "Acme <ops@acme.test>");
+        assert!(cfg.smtp_url.is_some());
     }
 }

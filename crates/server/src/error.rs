@@ -100,6 +100,10 @@ impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
             store::StoreError::NotFound => Self::not_found(),
+            // A single-use token that is unknown, used or expired is bad input, not a conflict.
+            store::StoreError::Conflict("invalid_token") => {
+                Self::bad_request("invalid_token", "the link is invalid, expired or already used")
+            }
             store::StoreError::Conflict(code) => Self::conflict(code, conflict_message(code)),
             other => Self::internal(other),
         }
@@ -119,6 +123,13 @@ fn conflict_message(code: &str) -> &'static str {
         "email_taken" => "an account with this email already exists",
         "plan_changed" => "the plan was changed concurrently; read the app and retry",
         "key_conflict" => "a concurrent key change won; list the keys and retry",
+        "last_super_admin" => "the tenant must keep at least one super_admin",
+        "already_member" => "this user is already a member of the tenant",
+        "unknown_role" => "no such role in this tenant",
+        "role_exists" => "a role with this name already exists",
+        "role_in_use" => "the role is held by a member or offered by a pending invite",
+        "mfa_already_enabled" => "two-factor authentication is already on; turn it off first",
+        "mfa_not_pending" => "start with POST /v1/me/mfa/setup",
         _ => "the request conflicts with the current state",
     }
 }

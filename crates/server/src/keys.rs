@@ -184,18 +184,20 @@ impl KeyService {
 
     /// Decrypts a stored key; the associated data ties it to its row.
     fn unwrap_key(&self, record: &SigningKeyRecord) -> Result<SigningKey, ApiError> {
-        unwrap_key(self.ring_with(record.master_key_version)?.as_ref(), record)
+        unwrap_key(self.ring_for(record.master_key_version)?.as_ref(), record)
     }
 
-    /// The ring, able to open blobs sealed under `version`: when it lacks
-    /// that version, re-reads the ring file once (the operator rotated the
-    /// master key while we were running).
-    fn ring_with(&self, version: u32) -> Result<Arc<MasterKeyRing>, ApiError> {
+    /// A ring that holds `version`. When ours lacks it, re-reads the ring
+    /// file once (the operator rotated the master key while we were
+    /// running); decryption then fails on its own if it is still missing.
+    pub fn ring_for(&self, version: u32) -> Result<Arc<MasterKeyRing>, ApiError> {
         let ring = self.ring();
         if ring.versions().contains(&version) {
             return Ok(ring);
         }
-        let Some(path) = &self.ring_file else { return Ok(ring) };
+        let Some(path) = &self.ring_file else {
+            return Ok(ring);
+        };
         let text = std::fs::read_to_string(path).map_err(ApiError::internal)?;
         let fresh = Arc::new(MasterKeyRing::parse(&text)?);
         tracing::info!(versions = ?fresh.versions(), "re-read the master key ring");
@@ -213,7 +215,7 @@ impl KeyService {
 
     /// Opens what [`KeyService::seal`] sealed.
     pub fn open(&self, blob: &[u8], version: u32, aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
-        Ok(self.ring_with(version)?.decrypt(blob, aad)?)
+        Ok(self.ring_for(version)?.decrypt(blob, aad)?)
     }
 }
 

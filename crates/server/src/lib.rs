@@ -10,6 +10,7 @@
 //! - [`keys`]: tenant signing keys at run time (caches, generation).
 //! - [`mail`]: outgoing mail: SMTP, or `.eml` files in the data dir's outbox.
 //! - [`masterkey`]: the master key ring file and its rotation.
+//! - [`mfa`]: TOTP secrets sealed per user, the second-factor check of every login path.
 //! - [`tokens`]: minting access, client and refresh tokens and sessions.
 //! - [`dataplane`]: Yjs rooms, the group-commit persister, live connections, plan limits.
 //! - [`routes`]: the HTTP surface and its OpenAPI document.
@@ -26,6 +27,7 @@ pub mod extract;
 pub mod keys;
 pub mod mail;
 pub mod masterkey;
+pub mod mfa;
 pub mod observe;
 pub mod ratelimit;
 pub mod routes;

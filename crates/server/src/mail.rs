@@ -8,6 +8,10 @@
 //!   read the links from there.
 //!
 //! Messages carry single-use tokens; neither implementation logs a body.
+//! Handlers never wait for delivery: [`send_detached`] hands the message to
+//! a task, so neither a slow relay nor an answer's timing says anything
+//! (e.g. whether a password-reset address has an account). The templates
+//! put tokens after a `#` in links, so they never reach a web server's log.
 
 use async_trait::async_trait;
 use lettre::message::{Mailbox, header::ContentType};
@@ -45,6 +49,59 @@ pub trait Mailer: Send + Sync + 'static {
     async fn send(&self, mail: &Mail) -> Result<(), MailError>;
     /// For logs and `/readyz`-style reporting: where mail goes, without credentials.
     fn describe(&self) -> String;
+}
+
+/// The configured mailer: SMTP with `--smtp-url`, else the outbox in the data dir.
+pub fn from_config(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Mailer>, MailError> {
+    Ok(match &config.smtp_url {
+        Some(url) => std::sync::Arc::new(SmtpMailer::new(&config.mail_from, url)?),
+        None => std::sync::Arc::new(OutboxMailer::new(&config.mail_from, &config.data_dir.join("outbox"))?),
+    })
+}
+
+/// Whether `address` can be a recipient (what the transport will accept).
+pub fn valid_recipient(address: &str) -> bool {
+    address.parse::<Mailbox>().is_ok()
+}
+
+/// Sends in the background. A failure is logged with the subject and the
+/// reason, never the body (it holds a token).
+pub fn send_detached(mailer: std::sync::Arc<dyn Mailer>, mail: Mail) {
+    tokio::spawn(async move {
+        match mailer.send(&mail).await {
+            Ok(()) => tracing::info!(subject = %mail.subject, via = %mailer.describe(), "mail sent"),
+            Err(e) => tracing::warn!(subject = %mail.subject, via = %mailer.describe(), error = %e, "mail not sent"),
+        }
+    });
+}
+
+/// The invitation to join a tenant.
+pub fn invite_mail(to: &str, tenant: &str, inviter: &str, role: &str, link: &str, expires: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("You are invited to {tenant} on WireSocket"),
+        body: format!(
+            "{inviter} invited you to join the tenant \"{tenant}\" on WireSocket as {role}.\n\n\
+             Accept the invitation here (the link works once, until {expires}):\n\n\
+             {link}\n\n\
+             If you did not expect this invitation, ignore this message.\n"
+        ),
+    }
+}
+
+/// The password-reset link.
+pub fn reset_mail(to: &str, link: &str, minutes: i64) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: "Reset your WireSocket password".to_owned(),
+        body: format!(
+            "Someone (hopefully you) asked to reset the password of this WireSocket account.\n\n\
+             Choose a new password here (the link works once, for {minutes} minutes):\n\n\
+             {link}\n\n\
+             Setting a new password signs you out everywhere. If you did not ask for this, \
+             ignore this message: your password stays as it is.\n"
+        ),
+    }
 }
 
 fn build(from: &Mailbox, mail: &Mail) -> Result<lettre::Message, MailError> {

@@ -1,5 +1,6 @@
 //! Loading, generating and rotating the master key ring that wraps every
-//! tenant's private signing key and every webhook signing secret.
+//! tenant's private signing key, every webhook signing secret and every
+//! user's TOTP secret.
 
 use crate::config::{Config, MasterKeySource};
 use auth::envelope::MasterKeyRing;
@@ -86,8 +87,8 @@ pub fn write_ring(path: &Path, ring: &MasterKeyRing) -> Result<(), MasterKeyErro
 
 /// `wiresocket keys rotate-master`: adds a new master key version, saves the
 /// ring (before touching any row, so every ciphertext stays decryptable
-/// whatever happens next), then re-wraps every stored signing key and
-/// webhook secret under it; answers the version and how many were re-wrapped.
+/// whatever happens next), then re-wraps every stored signing key, webhook
+/// secret and MFA secret under it; answers the version and how many moved.
 /// Old versions stay in the ring until removed with `remove_version`.
 pub async fn rotate_master(config: &Config, store: &dyn Store) -> Result<(u32, usize), MasterKeyError> {
     let MasterKeySource::File(path) = &config.master_key else {
@@ -100,12 +101,39 @@ pub async fn rotate_master(config: &Config, store: &dyn Store) -> Result<(u32, u
     let mut ring = load_or_generate(config)?;
     let version = ring.add_version()?;
     write_ring(path, &ring)?;
-    let n = rewrap_all(&ring, store).await? + rewrap_webhook_secrets(&ring, store).await?;
+    let n = rewrap_all(&ring, store).await?;
     Ok((version, n))
 }
 
-/// Re-wraps every key not yet under the ring's current version.
+/// Re-wraps every signing key, MFA secret and webhook secret not yet under
+/// the ring's current version; answers how many.
 pub async fn rewrap_all(ring: &MasterKeyRing, store: &dyn Store) -> Result<usize, MasterKeyError> {
+    Ok(rewrap_signing_keys(ring, store).await?
+        + rewrap_mfa_secrets(ring, store).await?
+        + rewrap_webhook_secrets(ring, store).await?)
+}
+
+async fn rewrap_mfa_secrets(ring: &MasterKeyRing, store: &dyn Store) -> Result<usize, MasterKeyError> {
+    let current = ring.current_version();
+    let mut n = 0;
+    for record in store.list_all_mfa_secrets().await.map_err(|e| MasterKeyError::Other(e.to_string()))? {
+        if record.master_key_version == current {
+            continue;
+        }
+        let aad = auth::envelope::mfa_aad(&record.user_id.to_string());
+        let secret = ring.decrypt(&record.secret_enc, &aad)?;
+        let blob = ring.encrypt(&secret, &aad)?;
+        match store.rewrap_mfa_secret(record.user_id, &blob, current).await {
+            Ok(()) => n += 1,
+            // Turned off meanwhile: nothing left to re-wrap.
+            Err(store::StoreError::NotFound) => {}
+            Err(e) => return Err(MasterKeyError::Other(e.to_string())),
+        }
+    }
+    Ok(n)
+}
+
+async fn rewrap_signing_keys(ring: &MasterKeyRing, store: &dyn Store) -> Result<usize, MasterKeyError> {
     let current = ring.current_version();
     let mut n = 0;
     for record in store.list_all_signing_keys().await.map_err(|e| MasterKeyError::Other(e.to_string()))? {
@@ -173,8 +201,8 @@ pub async fn check_ring_matches_store(ring: &MasterKeyRing, store: &dyn Store) -
     Ok(())
 }
 
-/// `wiresocket keys remove-master --version N`: refuses while any key is
-/// still wrapped under N.
+/// `wiresocket keys remove-master --version N`: refuses while any signing
+/// key or MFA secret is still wrapped under N.
 pub async fn remove_master_version(config: &Config, store: &dyn Store, version: u32) -> Result<(), MasterKeyError> {
     let MasterKeySource::File(path) = &config.master_key else {
         return Err(MasterKeyError::Other("remove-master needs --master-key-file".into()));
@@ -203,6 +231,18 @@ pub async fn remove_master_version(config: &Config, store: &dyn Store, version: 
         return Err(MasterKeyError::Other(format!(
             "{hooks_in_use} webhook secrets are still wrapped under version {version}; \
              run `wiresocket keys rotate-master` first"
+        )));
+    }
+    let mfa_in_use = store
+        .list_all_mfa_secrets()
+        .await
+        .map_err(|e| MasterKeyError::Other(e.to_string()))?
+        .iter()
+        .filter(|m| m.master_key_version == version)
+        .count();
+    if mfa_in_use > 0 {
+        return Err(MasterKeyError::Other(format!(
+            "{mfa_in_use} MFA secrets are still wrapped under version {version}; run `wiresocket keys rotate-master` first"
         )));
     }
     ring.remove_version(version)?;

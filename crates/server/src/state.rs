@@ -8,8 +8,8 @@ use crate::keys::KeyService;
 use auth::password::PasswordPolicy;
 use domain::audit::{ActorType, AuditAction};
 use domain::clock::Clock;
-use domain::ids::{AppId, TenantId};
-use domain::role::{Action, Resource, Role};
+use domain::ids::{AppId, TenantId, UserId};
+use domain::role::{Action, Grant, Resource, Role};
 use std::sync::Arc;
 use store::{AuditRecord, Store, TenantRecord};
 use time::OffsetDateTime;
@@ -39,6 +39,8 @@ pub struct Inner {
     pub rate_limits: crate::ratelimit::AuthLimits,
     /// Webhook events: `events.emit(…)` after a change (see [`crate::webhooks`]).
     pub events: Arc<crate::webhooks::events::Events>,
+    /// Invites and password resets: SMTP, or the data dir's outbox.
+    pub mailer: Arc<dyn crate::mail::Mailer>,
 }
 
 impl std::ops::Deref for AppState {
@@ -194,28 +196,70 @@ impl AppState {
     }
 
     /// The tenant, if the user is a member whose role grants `(resource,
-    /// action)`. Not a member (or no such tenant): 404, so existence does not
-    /// leak. A member without the permission: 403.
+    /// action)`, and what the membership grants. Not a member (or no such
+    /// tenant): 404, so existence does not leak. A member without the
+    /// permission: 403. Read from the store on every call, so a changed
+    /// role or a removed member takes effect at once.
     pub async fn authorize(
         &self,
         session: &HumanSession,
         tenant: &str,
         resource: Resource,
         action: Action,
-    ) -> Result<(TenantRecord, Role), ApiError> {
+    ) -> Result<(TenantRecord, Grant), ApiError> {
         let tenant = TenantId::parse(tenant).map_err(|_| ApiError::not_found())?;
         let role = self.store.get_membership(tenant, session.user.id).await?.ok_or_else(ApiError::not_found)?;
-        let role = Role::parse(&role).map_err(|_| ApiError::internal(format!("stored role {role:?} is unknown")))?;
-        if !role.permits(resource, action) {
+        let grant = self.grant_for(tenant, &role).await?;
+        if !grant.permits(resource, action) {
             return Err(ApiError::forbidden(format!(
                 "role {} may not {} {}",
-                role.as_str(),
+                grant.name(),
                 action.as_str(),
                 resource.as_str()
             )));
         }
         let record = self.store.get_tenant(tenant).await?.ok_or_else(ApiError::not_found)?;
-        Ok((record, role))
+        Ok((record, grant))
+    }
+
+    /// What a role name grants in a tenant: a built-in role, or the
+    /// tenant's custom role of that name with its permissions.
+    pub async fn grant_for(&self, tenant: TenantId, role: &str) -> Result<Grant, ApiError> {
+        if let Ok(role) = Role::parse(role) {
+            return Ok(Grant::BuiltIn(role));
+        }
+        match self.store.get_role(tenant, role).await? {
+            Some(custom) => Ok(Grant::Custom { name: custom.name, permissions: custom.permissions }),
+            None => {
+                // The store refuses to delete a role in use, so this is a
+                // hand-edited database: fail closed, grant nothing.
+                tracing::warn!(%tenant, role, "membership names a role that does not exist; granting nothing");
+                Ok(Grant::Custom { name: role.to_owned(), permissions: Vec::new() })
+            }
+        }
+    }
+
+    /// Hands a message to the mailer without waiting for it.
+    pub fn send_mail(&self, mail: crate::mail::Mail) {
+        crate::mail::send_detached(self.mailer.clone(), mail);
+    }
+
+    /// Records an event about a user's own account (MFA, password) in the
+    /// platform chain and in the chain of every tenant the user belongs to,
+    /// so each tenant's admins see what happened to their members.
+    pub async fn audit_user(&self, user: UserId, actor: &Actor, action: AuditAction, details: serde_json::Value) {
+        let target = ("user", user.to_string());
+        match self.store.list_user_tenants(user).await {
+            Ok(tenants) => {
+                for (tenant, _) in tenants {
+                    self.audit(Some(tenant.id), actor, action, Some(target.clone()), details.clone()).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, action = action.as_str(), "could not list a user's tenants for audit")
+            }
+        }
+        self.audit(None, actor, action, Some(target), details).await;
     }
 
     /// Appends to the audit trail. A failure to record is logged loudly but

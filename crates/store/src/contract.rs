@@ -1868,6 +1868,11 @@ pub async fn members_add_list_change_remove(store: &dyn Store) {
     let rest = store.list_members(t.id, first.next_after.as_deref(), 2).await.unwrap();
     assert_eq!((rest.items, rest.next_after), (all.items[2..].to_vec(), None));
     assert_eq!(store.list_members(TenantId::new(), None, 10).await.unwrap().items, vec![]);
+    for m in &all.items {
+        assert_eq!(store.get_member(t.id, m.user_id).await.unwrap().as_ref(), Some(m));
+    }
+    assert_eq!(store.get_member(t.id, stranger.id).await.unwrap(), None);
+    assert_eq!(store.get_member(TenantId::new(), owner.id).await.unwrap(), None);
 
     store.set_member_role(t.id, viewer.id, "editor").await.unwrap();
     assert_eq!(store.get_membership(t.id, viewer.id).await.unwrap().as_deref(), Some("editor"));

@@ -334,6 +334,8 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's members ordered by user id, `after` = exclusive lower
     /// bound user id; same `Page` rules as `list_apps`.
     async fn list_members(&self, tenant: TenantId, after: Option<&str>, limit: u32) -> Result<Page<MemberRecord>>;
+    /// One member of the tenant, as `list_members` shows it; `None` if not a member.
+    async fn get_member(&self, tenant: TenantId, user: UserId) -> Result<Option<MemberRecord>>;
     /// Atomically, with the tenant locked (on PostgreSQL its row; SQLite's
     /// write transaction is exclusive): changes the member's role, then
     /// refuses with `Conflict("last_super_admin")` — changing nothing — if

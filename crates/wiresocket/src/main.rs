@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// Run the platform (control plane and one data-plane node)
     Serve(Settings),
-    /// Manage the master key that encrypts every tenant's signing keys
+    /// Manage the master key that encrypts every tenant's signing keys and users' MFA secrets
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Work with the tamper-evident audit trail
@@ -60,10 +60,10 @@ struct Settings {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Add a new master key version and re-wrap every stored signing key and webhook secret under it.
-    /// Old versions stay in the ring (still able to decrypt) until removed.
+    /// Add a new master key version and re-wrap every stored signing key, webhook secret and MFA secret
+    /// under it. Old versions stay in the ring (still able to decrypt) until removed.
     RotateMaster(Settings),
-    /// Remove an old master key version once no signing key or webhook secret uses it
+    /// Remove an old master key version once no signing key, webhook secret or MFA secret uses it
     RemoveMaster {
         /// The version to remove
         #[arg(long)]
@@ -116,7 +116,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             let store = server::open_store(&config).await.map_err(|e| e.to_string())?;
             let (version, n) =
                 server::masterkey::rotate_master(&config, store.as_ref()).await.map_err(|e| e.to_string())?;
-            println!("master key version {version} is now current; re-wrapped {n} signing keys and webhook secrets");
+            println!(
+                "master key version {version} is now current; re-wrapped {n} secrets (signing keys, webhook and MFA secrets)"
+            );
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { tenant, settings }) => {

@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp, HumanSession};
+use crate::mfa::{MfaError, Proof};
 use crate::routes::ErrorSchema;
 use crate::state::{Actor, AppState};
 use axum::Json;
@@ -96,8 +97,9 @@ pub struct LoginRequest {
     email: String,
     password: String,
     /// TOTP code, when MFA is enabled.
-    #[allow(dead_code)]
     totp: Option<String>,
+    /// One of the recovery codes shown when MFA was enabled, instead of `totp`; each works once.
+    recovery_code: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -158,8 +160,11 @@ pub async fn check_credentials(
     }
 }
 
+/// Email and password, then — when MFA is on — a TOTP code or a recovery
+/// code. Whether MFA is on is told only once the password checked out.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorSchema),
+    responses((status = 200, body = LoginResponse),
+        (status = 401, body = ErrorSchema, description = "invalid_credentials, mfa_required or invalid_totp"),
         (status = 429, body = ErrorSchema, description = "too many failed logins for the account, or requests from the IP; see Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
@@ -169,6 +174,28 @@ pub async fn login(
     let Some(user) = check_credentials(&state, &req.email, req.password, &ip).await? else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
     };
+    let proof = Proof::from_fields(req.totp.as_deref(), req.recovery_code.as_deref());
+    match crate::mfa::check(&state, user.id, proof, &ip).await {
+        Ok(()) => {}
+        Err(MfaError::Required) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "mfa_required",
+                "this account has two-factor authentication on: give a `totp` code (or a `recovery_code`)",
+            ));
+        }
+        Err(MfaError::Invalid) => {
+            // A wrong second factor is a failed login too: it counts against
+            // the account's limit, so codes cannot be guessed at leisure.
+            drop(state.check_account(&req.email, &ip).await);
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_totp",
+                "wrong or already used code; wait for the next code of your authenticator app",
+            ));
+        }
+        Err(MfaError::Internal(e)) => return Err(e),
+    }
     let (token, session) = state.create_session(user.id, None).await?;
     let actor = Actor::user_id(user.id, &ip);
     state.audit(None, &actor, AuditAction::Login, Some(("user", user.id.to_string())), json!({})).await;
@@ -219,6 +246,8 @@ pub struct MeResponse {
     id: UserId,
     email: String,
     mfa_enabled: bool,
+    /// Unused recovery codes, when MFA is on.
+    recovery_codes_remaining: Option<i64>,
     is_operator: bool,
     tenants: Vec<MeTenant>,
     #[serde(with = "time::serde::rfc3339")]
@@ -236,10 +265,14 @@ pub async fn me(State(state): State<AppState>, session: HumanSession) -> Result<
         .into_iter()
         .map(|(t, role)| MeTenant { id: t.id, name: t.name, role })
         .collect();
+    let mfa_enabled = crate::mfa::enabled(&state, session.user.id).await?.is_some();
+    let recovery_codes_remaining =
+        if mfa_enabled { Some(state.store.unused_recovery_codes(session.user.id).await?) } else { None };
     Ok(Json(MeResponse {
         id: session.user.id,
         email: session.user.email,
-        mfa_enabled: false,
+        mfa_enabled,
+        recovery_codes_remaining,
         is_operator: session.user.is_operator,
         tenants,
         session_expires_at: session.expires_at,

@@ -6,9 +6,14 @@ pub mod apps;
 pub mod audit;
 pub mod docs;
 pub mod human;
+pub mod invites;
+pub mod members;
+pub mod mfa;
 pub mod oauth;
 pub mod ops;
+pub mod password;
 pub mod policy;
+pub mod roles;
 pub mod sync;
 pub mod tenants;
 pub mod webhooks;
@@ -156,6 +161,19 @@ pub fn api(max_message: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(human::login))
         .routes(routes!(human::logout))
         .routes(routes!(human::me))
+        .routes(routes!(password::request_reset))
+        .routes(routes!(password::confirm_reset))
+        .routes(routes!(mfa::setup))
+        .routes(routes!(mfa::verify))
+        .routes(routes!(mfa::disable))
+        .routes(routes!(members::list_members))
+        .routes(routes!(members::set_member_role, members::remove_member))
+        .routes(routes!(members::reset_member_mfa))
+        .routes(routes!(roles::list_roles, roles::create_role))
+        .routes(routes!(roles::get_role, roles::update_role, roles::delete_role))
+        .routes(routes!(invites::create_invite, invites::list_invites))
+        .routes(routes!(invites::delete_invite))
+        .routes(routes!(invites::accept_invite))
         .routes(routes!(tenants::create_tenant))
         .routes(routes!(tenants::get_tenant))
         .routes(routes!(tenants::list_keys))

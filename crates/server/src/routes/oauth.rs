@@ -6,6 +6,7 @@ use crate::dataplane::close;
 use crate::dataplane::registry::CloseReason;
 use crate::error::{ApiError, OAuthError, OAuthErrorCode};
 use crate::extract::{ApiBytes, ApiJson, AppToken, ClientIp};
+use crate::mfa::{MfaError, Proof};
 use crate::routes::ErrorSchema;
 use crate::routes::human::check_credentials;
 use crate::state::{Actor, AppState};
@@ -221,7 +222,8 @@ fn requested_scope(params: &Params, allowed: &[&str], default: &str) -> Result<S
 /// The token endpoint (form-encoded, RFC 6749).
 #[utoipa::path(post, path = "/oauth/token", tag = "oauth",
     request_body(content_type = "application/x-www-form-urlencoded", content = String,
-        description = "grant_type=client_credentials|refresh_token|password and the grant's parameters"),
+        description = "grant_type=client_credentials|refresh_token|password and the grant's parameters \
+            (password: username, password, and totp or recovery_code when MFA is on)"),
     responses((status = 200, body = TokenResponse), (status = 400, description = "RFC 6749 §5.2 error"), (status = 401, description = "invalid_client"),
         (status = 429, description = "slow_down, with Retry-After: too many requests from the IP, for the client_id, or failed logins for the account")))]
 pub async fn token(
@@ -359,6 +361,23 @@ async fn password(
     let Some(user) = check_credentials(state, &username, pw, ip).await? else {
         return Err(OAuthError::invalid_grant("wrong username or password"));
     };
+    // Only now, with the password right, may the answer tell that MFA is on.
+    let proof = Proof::from_fields(params.get("totp"), params.get("recovery_code"));
+    match crate::mfa::check(state, user.id, proof, ip).await {
+        Ok(()) => {}
+        Err(MfaError::Required) => {
+            return Err(OAuthError::invalid_grant(
+                "two-factor authentication is required: send a `totp` code (or a `recovery_code`)",
+            )
+            .with_extra("mfa", "required"));
+        }
+        Err(MfaError::Invalid) => {
+            // Counts as a failed login against the account's limit.
+            drop(state.check_account(&username, ip).await);
+            return Err(OAuthError::invalid_grant("wrong or already used two-factor code").with_extra("mfa", "invalid"));
+        }
+        Err(MfaError::Internal(e)) => return Err(e.into()),
+    }
     let refresh = state.new_refresh_token(
         RefreshKind::User,
         user.id.to_string(),

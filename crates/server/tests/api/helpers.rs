@@ -234,3 +234,117 @@ impl TestApp {
         self.state.store.list_audit(tenant, 500).await.unwrap().into_iter().map(|e| e.action).collect()
     }
 }
+
+/// A fresh user made a member of `tenant` with `role` straight in the
+/// store; answers (session, user id).
+pub async fn add_member(app: &TestApp, tenant: &str, email: &str, role: &str) -> (String, String) {
+    let session = app.create_user(email).await;
+    let user = app.state.store.get_user_by_email(email).await.unwrap().unwrap();
+    let tid = domain::ids::TenantId::parse(tenant).unwrap();
+    app.state.store.add_membership(tid, user.id, role, app.clock_now()).await.unwrap();
+    (session, user.id.to_string())
+}
+
+/// RFC 4648 base32 (no padding), as authenticator apps read the secret.
+pub fn base32_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut out, mut buf, mut bits) = (Vec::new(), 0u64, 0u32);
+    for c in s.trim_end_matches('=').bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c.to_ascii_uppercase()).expect("base32 character") as u64;
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// What an authenticator app holding `secret` (base32) shows at the app's clock time.
+pub fn totp_now(app: &TestApp, secret: &str) -> String {
+    let secret = auth::totp::TotpSecret::from_bytes(&base32_decode(secret)).unwrap();
+    secret.code_at(app.clock_now().unix_timestamp() as u64)
+}
+
+/// One `.eml` of the outbox: its headers and its decoded body.
+pub struct OutboxMail {
+    pub headers: String,
+    pub body: String,
+}
+
+/// Decodes a quoted-printable body (RFC 2045 §6.7), as a mail client would;
+/// an `=` not followed by two hex digits stays as it is.
+pub fn decode_quoted_printable(s: &str) -> String {
+    let joined = s.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(b) if bytes[i] == b'=' => {
+                out.push(b);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+impl TestApp {
+    pub fn outbox(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+
+    /// Every message written to the outbox for `to`.
+    pub fn mails_to(&self, to: &str) -> Vec<OutboxMail> {
+        let Ok(dir) = std::fs::read_dir(self.outbox()) else {
+            return Vec::new();
+        };
+        let mut mails = Vec::new();
+        for entry in dir {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "eml") {
+                continue;
+            }
+            let raw = std::fs::read_to_string(&path).unwrap();
+            let Some((headers, body)) = raw.split_once("\r\n\r\n") else { continue };
+            if !headers.lines().any(|l| l.eq_ignore_ascii_case(&format!("To: {to}"))) {
+                continue;
+            }
+            let body = if headers.to_ascii_lowercase().contains("content-transfer-encoding: quoted-printable") {
+                decode_quoted_printable(body)
+            } else {
+                body.to_owned()
+            };
+            mails.push(OutboxMail { headers: headers.to_owned(), body });
+        }
+        mails
+    }
+
+    /// Waits (mail is sent in the background) until `count` messages to `to`
+    /// exist, and answers the tokens with `prefix` found in links of them.
+    pub async fn tokens_mailed_to(&self, to: &str, prefix: &str, count: usize) -> Vec<String> {
+        for _ in 0..200 {
+            let mails = self.mails_to(to);
+            if mails.len() >= count {
+                assert_eq!(mails.len(), count, "more mail to {to} than expected");
+                return mails.iter().map(|m| token_in(&m.body, prefix)).collect();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("no mail to {to} in the outbox {}", self.outbox().display());
+    }
+}
+
+/// The `#token=<prefix>…` of the link in a mail body.
+pub fn token_in(body: &str, prefix: &str) -> String {
+    let marker = format!("#token={prefix}");
+    let start = body.find(&marker).unwrap_or_else(|| panic!("no {marker} link in {body}")) + "#token=".len();
+    body[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+}

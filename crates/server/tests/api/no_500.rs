@@ -40,7 +40,9 @@ async fn hostile_input_never_gets_a_5xx() {
     for (template, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             for value in path_values {
-                let path = template.replace("{tid}", value).replace("{aid}", value).replace("{kid}", value);
+                let path = ["{tid}", "{aid}", "{kid}", "{uid}", "{name}", "{id}"]
+                    .iter()
+                    .fold(template.clone(), |path, param| path.replace(param, value));
                 for (ctype, body) in bodies {
                     for auth in auths {
                         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();

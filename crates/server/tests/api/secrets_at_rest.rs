@@ -1,5 +1,7 @@
 //! After a real run, the data dir's bytes hold no private key, client secret,
-//! password or raw session/refresh token.
+//! password, raw session/refresh/invite/reset token, TOTP secret or recovery
+//! code. (The mail outbox is left out: its messages carry their links by
+//! design, like mail in any mailbox.)
 
 use crate::helpers::*;
 use serde_json::json;
@@ -35,6 +37,29 @@ async fn no_secret_is_stored_in_the_clear() {
     let new_secret = r.json::<serde_json::Value>().await.unwrap()["client_secret"].as_str().unwrap().to_owned();
     let r = app.post("/v1/tenants").bearer_auth(&owner.session).json(&json!({"name": "Two"})).send().await.unwrap();
     assert_eq!(r.status(), 201);
+    let r = app
+        .post(&format!("/v1/tenants/{}/invites", owner.tenant_id))
+        .bearer_auth(&owner.session)
+        .json(&json!({"email": "invitee@example.com", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let invite = app.tokens_mailed_to("invitee@example.com", "inv_", 1).await.remove(0);
+    let r = app.post("/v1/auth/password-reset").json(&json!({"email": owner.email})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let reset = app.tokens_mailed_to(&owner.email, "rst_", 1).await.remove(0);
+    let setup: serde_json::Value =
+        app.post("/v1/me/mfa/setup").bearer_auth(&owner.session).send().await.unwrap().json().await.unwrap();
+    let totp_secret = setup["secret"].as_str().unwrap().to_owned();
+    let r = app
+        .post("/v1/me/mfa/verify")
+        .bearer_auth(&owner.session)
+        .json(&json!({"code": totp_now(&app, &totp_secret)}))
+        .send()
+        .await
+        .unwrap();
+    let recovery: serde_json::Value = r.json().await.unwrap();
 
     // The private keys as the server holds them in memory.
     let tid = domain::ids::TenantId::parse(&owner.tenant_id).unwrap();
@@ -55,7 +80,14 @@ async fn no_secret_is_stored_in_the_clear() {
         ("rotated refresh token".into(), rotated["refresh_token"].as_str().unwrap().as_bytes().to_vec()),
         ("dashboard session".into(), pw["access_token"].as_str().unwrap().as_bytes().to_vec()),
         ("dashboard refresh".into(), pw["refresh_token"].as_str().unwrap().as_bytes().to_vec()),
+        ("invite token".into(), invite.into_bytes()),
+        ("reset token".into(), reset.into_bytes()),
+        ("TOTP secret (base32)".into(), totp_secret.as_bytes().to_vec()),
+        ("TOTP secret".into(), base32_decode(&totp_secret)),
     ];
+    for code in recovery["recovery_codes"].as_array().unwrap() {
+        secrets.push(("recovery code".into(), code.as_str().unwrap().as_bytes().to_vec()));
+    }
     // Any 32-byte run of the private key's DER (well inside its secret part).
     for (i, chunk) in der.chunks(32).filter(|c| c.len() == 32).enumerate() {
         secrets.push((format!("private key chunk {i}"), chunk.to_vec()));
@@ -63,7 +95,7 @@ async fn no_secret_is_stored_in_the_clear() {
     let mut scanned = 0;
     for entry in std::fs::read_dir(&data_dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "master.key") {
+        if path.file_name().is_some_and(|n| n == "master.key" || n == "outbox") {
             continue;
         }
         // SQLite may remove its -wal/-shm files as the last connection closes.

@@ -1177,6 +1177,17 @@ macro_rules! impl_store {
                     Ok(page(items, limit, |m| m.user_id.to_string()))
                 }
 
+                async fn get_member(&self, tenant: TenantId, user: UserId) -> Result<Option<MemberRecord>> {
+                    sqlx::query(q::GET_MEMBER)
+                        .bind(tenant.to_string())
+                        .bind(user.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::member(&r))
+                        .transpose()
+                }
+
                 async fn set_member_role(&self, tenant: TenantId, user: UserId, role: &str) -> Result<()> {
                     let mut tx = self.write_tx().await?;
                     Self::lock_tenant(&mut tx, tenant).await?;

@@ -364,6 +364,9 @@ pub const AUDIT_CHAINS: &str = "SELECT chain FROM audit_heads ORDER BY chain";
 pub const LIST_MEMBERS: &str = "SELECT m.user_id, u.email, m.role, m.created_at, f.enabled_at AS mfa_enabled_at \
      FROM memberships m JOIN users u ON u.id = m.user_id LEFT JOIN user_mfa f ON f.user_id = m.user_id \
      WHERE m.tenant_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3";
+pub const GET_MEMBER: &str = "SELECT m.user_id, u.email, m.role, m.created_at, f.enabled_at AS mfa_enabled_at \
+     FROM memberships m JOIN users u ON u.id = m.user_id LEFT JOIN user_mfa f ON f.user_id = m.user_id \
+     WHERE m.tenant_id = $1 AND m.user_id = $2";
 pub const SET_MEMBER_ROLE: &str = "UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2";
 pub const DELETE_MEMBERSHIP: &str = "DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2";
 pub const COUNT_SUPER_ADMINS: &str =
