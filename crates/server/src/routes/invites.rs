@@ -276,6 +276,8 @@ pub async fn accept_invite(
         let details =
             json!({"role": invite.role, "invite": invite.id, "new_account": matches!(joiner, Joiner::New(_))});
         st.audit(Some(invite.tenant_id), &actor, AuditAction::MemberJoined, target.clone(), details).await;
+        let data = json!({"user_id": user_id.to_string(), "role": invite.role});
+        st.events.emit(invite.tenant_id, None, domain::webhook::WebhookEvent::MemberJoined, data).await;
         st.audit(None, &actor, AuditAction::Login, target, json!({"via": "invite"})).await;
         Ok(AcceptResponse {
             user_id,

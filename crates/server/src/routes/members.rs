@@ -105,6 +105,8 @@ pub async fn set_member_role(
         let details = json!({"from": current.name(), "to": wanted.name()});
         st.audit(Some(tenant.id), &actor, AuditAction::MemberRoleChanged, Some(("user", user.to_string())), details)
             .await;
+        let data = json!({"user_id": user.to_string(), "role": wanted.name(), "from": current.name()});
+        st.events.emit(tenant.id, None, domain::webhook::WebhookEvent::MemberRoleChanged, data).await;
         st.store.get_member(tenant.id, user).await?.ok_or_else(ApiError::not_found)
     })
     .await?;
@@ -132,6 +134,8 @@ pub async fn remove_member(
         let target = Some(("user", member.user_id.to_string()));
         let details = json!({"role": grant.name(), "email": member.email});
         st.audit(Some(tenant.id), &actor, AuditAction::MemberRemoved, target, details).await;
+        let data = json!({"user_id": member.user_id.to_string(), "role": grant.name()});
+        st.events.emit(tenant.id, None, domain::webhook::WebhookEvent::MemberRemoved, data).await;
         Ok(())
     })
     .await?;

@@ -974,3 +974,58 @@ async fn an_event_enqueued_before_a_crash_is_delivered_after_restart() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test]
+async fn member_events_reach_subscribed_webhooks() {
+    let f = fixture().await;
+    let rx = Receiver::start().await;
+    f.hook(&f.creds.id, &rx, "members", &["member.joined", "member.role_changed", "member.removed"]).await;
+    let tid = f.owner.tenant_id.as_str();
+
+    // Joined: through an invite, read from the outbox like the invitee would.
+    let r = f
+        .app
+        .post(&format!("/v1/tenants/{tid}/invites"))
+        .bearer_auth(&f.owner.session)
+        .json(&json!({"email": "joiner@example.com", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let token = f.app.tokens_mailed_to("joiner@example.com", "inv_", 1).await.remove(0);
+    let r = f
+        .app
+        .post("/v1/invites/accept")
+        .json(&json!({"token": token, "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let uid = f.app.state.store.get_user_by_email("joiner@example.com").await.unwrap().unwrap().id.to_string();
+    let hits = rx.wait_for("members", 1).await;
+    assert_signed_event(&hits[0], "member.joined");
+    assert_eq!(hits[0].json["data"]["user_id"], uid.as_str());
+    assert_eq!(hits[0].json["data"]["role"], "viewer");
+
+    let r = f
+        .app
+        .client
+        .put(format!("{}/v1/tenants/{tid}/members/{uid}", f.app.url))
+        .bearer_auth(&f.owner.session)
+        .json(&json!({"role": "editor"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let hits = rx.wait_for("members", 2).await;
+    assert_signed_event(&hits[1], "member.role_changed");
+    assert_eq!(hits[1].json["data"]["role"], "editor");
+
+    let r =
+        f.app.delete(&format!("/v1/tenants/{tid}/members/{uid}")).bearer_auth(&f.owner.session).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let hits = rx.wait_for("members", 3).await;
+    assert_signed_event(&hits[2], "member.removed");
+    assert_eq!(hits[2].json["data"]["tenant_id"], tid);
+    f.app.stop().await;
+}
