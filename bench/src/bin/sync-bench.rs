@@ -198,37 +198,10 @@ impl Drop for Server {
 async fn wiresocket_token(base: &str) -> String {
     let http = reqwest::Client::new();
     let url = format!("http://{base}");
-    let setup: Value = http
-        .post(format!("{url}/v1/setup"))
-        .json(&json!({"email": "bench@example.com", "password": "benchmark password", "tenant_name": "Bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let login: Value = http
-        .post(format!("{url}/v1/auth/login"))
-        .json(&json!({"email": "bench@example.com", "password": "benchmark password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let app: Value = http
-        .post(format!("{url}/v1/tenants/{}/apps", setup["tenant_id"].as_str().unwrap()))
-        .bearer_auth(login["session_token"].as_str().unwrap())
-        .json(&json!({"name": "bench", "region": "eu-central-1", "plan": "enterprise"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (client_id, client_secret) = wiresocket_bench::enterprise_app(&http, &url).await;
     let token: Value = http
         .post(format!("{url}/oauth/token"))
-        .basic_auth(app["client_id"].as_str().unwrap(), app["client_secret"].as_str())
+        .basic_auth(client_id, Some(client_secret))
         .form(&[("grant_type", "client_credentials")])
         .send()
         .await

@@ -10,7 +10,6 @@
 
 use auth::signing::SigningKey;
 use domain::claims::Claims;
-use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -68,37 +67,7 @@ async fn token_endpoint_rate(secs: u64, concurrency: usize) -> (f64, u64) {
         let _ = rx.await;
     }));
     let client = reqwest::Client::new();
-    let setup: Value = client
-        .post(format!("{url}/v1/setup"))
-        .json(&json!({"email": "bench@example.com", "password": "benchmark password", "tenant_name": "Bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let login: Value = client
-        .post(format!("{url}/v1/auth/login"))
-        .json(&json!({"email": "bench@example.com", "password": "benchmark password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = login["session_token"].as_str().unwrap();
-    let created: Value = client
-        .post(format!("{url}/v1/tenants/{}/apps", setup["tenant_id"].as_str().unwrap()))
-        .bearer_auth(session)
-        .json(&json!({"name": "bench", "region": "eu-central-1", "plan": "enterprise"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["client_id"].as_str().unwrap().to_owned();
-    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let (id, secret) = wiresocket_bench::enterprise_app(&client, &url).await;
 
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

@@ -45,6 +45,28 @@ macro_rules! impl_store {
             };
 
             impl $store {
+                /// Replaces one row's sealed secret and its master key version
+                /// (`$1` id, `$2` blob, `$3` version); `NotFound` if no row matched.
+                async fn rewrap_row(
+                    &self,
+                    sql: &'static str,
+                    id: &str,
+                    enc: &[u8],
+                    master_key_version: u32,
+                ) -> Result<()> {
+                    let done = sqlx::query(sql)
+                        .bind(id)
+                        .bind(enc)
+                        .bind(i64::from(master_key_version))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
                 async fn write_tx(&self) -> Result<sqlx::Transaction<'static, $db>> {
                     self.pool.begin_with($begin).await.map_err(db_err)
                 }
@@ -559,17 +581,7 @@ macro_rules! impl_store {
                     private_key_enc: &[u8],
                     master_key_version: u32,
                 ) -> Result<()> {
-                    let done = sqlx::query(q::REWRAP_KEY)
-                        .bind(kid)
-                        .bind(private_key_enc)
-                        .bind(i64::from(master_key_version))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::NotFound);
-                    }
-                    Ok(())
+                    self.rewrap_row(q::REWRAP_KEY, kid, private_key_enc, master_key_version).await
                 }
 
                 // ---- apps, plans, invoices --------------------------------
@@ -1596,17 +1608,7 @@ macro_rules! impl_store {
                     secret_enc: &[u8],
                     master_key_version: u32,
                 ) -> Result<()> {
-                    let done = sqlx::query(q::REWRAP_MFA)
-                        .bind(user.to_string())
-                        .bind(secret_enc)
-                        .bind(i64::from(master_key_version))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::NotFound);
-                    }
-                    Ok(())
+                    self.rewrap_row(q::REWRAP_MFA, &user.to_string(), secret_enc, master_key_version).await
                 }
 
                 // ---- webhooks ---------------------------------------------
@@ -1738,17 +1740,7 @@ macro_rules! impl_store {
                     secret_enc: &[u8],
                     master_key_version: u32,
                 ) -> Result<()> {
-                    let done = sqlx::query(q::REWRAP_WEBHOOK)
-                        .bind(id)
-                        .bind(secret_enc)
-                        .bind(i64::from(master_key_version))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::NotFound);
-                    }
-                    Ok(())
+                    self.rewrap_row(q::REWRAP_WEBHOOK, id, secret_enc, master_key_version).await
                 }
 
                 // ---- webhook outbox ---------------------------------------
