@@ -20,6 +20,27 @@ const POOL_SIZE: u32 = 4;
 /// How long a writer waits for another to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// SQLite's own checkpoint threshold, a fallback for [`checkpointer`].
+const AUTOCHECKPOINT_PAGES: u32 = 20_000;
+/// How often the background checkpoint runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs `PASSIVE` checkpoints (they never block writers or readers) off the
+/// write path until the pool is closed.
+async fn checkpointer(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !pool.is_closed() {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %e, "background WAL checkpoint failed; retrying");
+        }
+    }
+}
+
 /// [`Store`](crate::Store) on an embedded SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -38,8 +59,15 @@ impl SqliteStore {
             // before a power loss, at a fraction of FULL's fsyncs.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Checkpoints copy the WAL into the database and fsync. Left to
+            // SQLite they run inside whichever commit crosses the threshold
+            // (the document persister's, stalling every room for
+            // milliseconds); here a background task runs them instead, and
+            // this high threshold only backs it up.
+            .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES.to_string());
         let pool = SqlitePoolOptions::new().max_connections(POOL_SIZE).connect_with(options).await?;
+        tokio::spawn(checkpointer(pool.clone()));
         Self::migrated(pool).await
     }
 
@@ -149,5 +177,32 @@ mod tests {
         }
         assert_eq!(keys[3], ("retired".to_owned(), KeyState::Retiring, Some(5)));
         assert_eq!(store.list_signing_keys(b).await.unwrap()[0].state, KeyState::Active);
+    }
+
+    /// Checkpoints happen in the background, not inside commits: with
+    /// SQLite's own threshold far away, the database file still takes in
+    /// what was committed, within a second.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_in_the_background() {
+        let dir = std::env::temp_dir().join(format!("ckpt-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let threshold: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(threshold, i64::from(AUTOCHECKPOINT_PAGES));
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let before = std::fs::metadata(&path).unwrap().len();
+        sqlx::query("CREATE TABLE filler (b BLOB)").execute(&store.pool).await.unwrap();
+        for _ in 0..64 {
+            sqlx::query("INSERT INTO filler VALUES (zeroblob(32768))").execute(&store.pool).await.unwrap();
+        }
+        // 2 MiB committed: far below the fallback threshold (80 MiB of pages).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < before + 2 * 1024 * 1024 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint moved the WAL into the database");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
