@@ -168,6 +168,18 @@ pub struct HumanSession {
     pub expires_at: time::OffsetDateTime,
     /// The refresh-token family a dashboard session came from.
     pub family_id: Option<domain::ids::FamilyId>,
+    /// What the route's guard found for this request's tenant, so the
+    /// handler's own permission check needs no second database read.
+    pub verdict: Option<std::sync::Arc<Verdict>>,
+}
+
+/// A membership the guard looked up for one request (see `routes::policy`).
+#[derive(Debug)]
+pub struct Verdict {
+    /// The `{tid}` of the path, as given.
+    pub tid: String,
+    pub tenant: store::TenantRecord,
+    pub grant: domain::role::Grant,
 }
 
 impl FromRequestParts<AppState> for HumanSession {

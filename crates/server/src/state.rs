@@ -154,7 +154,13 @@ impl AppState {
         let Some(user) = self.store.get_user(session.user_id).await? else {
             return Ok(None);
         };
-        Ok(Some(HumanSession { user, token_hash, expires_at: session.expires_at, family_id: session.family_id }))
+        Ok(Some(HumanSession {
+            user,
+            token_hash,
+            expires_at: session.expires_at,
+            family_id: session.family_id,
+            verdict: None,
+        }))
     }
 
     /// Verifies an app's JWT completely: signature by a key that still
@@ -198,7 +204,8 @@ impl AppState {
     /// The tenant, if the user is a member whose role grants `(resource,
     /// action)`, and what the membership grants. Not a member (or no such
     /// tenant): 404, so existence does not leak. A member without the
-    /// permission: 403. Read from the store on every call, so a changed
+    /// permission: 403. Read from the store once per request (the route's
+    /// guard leaves what it read in the session's `verdict`), so a changed
     /// role or a removed member takes effect at once.
     pub async fn authorize(
         &self,
@@ -207,9 +214,17 @@ impl AppState {
         resource: Resource,
         action: Action,
     ) -> Result<(TenantRecord, Grant), ApiError> {
+        // The route's guard already read this membership for this request.
+        let cached = session.verdict.as_deref().filter(|v| v.tid == tenant);
+        let (record, grant) = match cached {
+            Some(v) => (Some(v.tenant.clone()), v.grant.clone()),
+            None => {
+                let tenant = TenantId::parse(tenant).map_err(|_| ApiError::not_found())?;
+                let role = self.store.get_membership(tenant, session.user.id).await?.ok_or_else(ApiError::not_found)?;
+                (None, self.grant_for(tenant, &role).await?)
+            }
+        };
         let tenant = TenantId::parse(tenant).map_err(|_| ApiError::not_found())?;
-        let role = self.store.get_membership(tenant, session.user.id).await?.ok_or_else(ApiError::not_found)?;
-        let grant = self.grant_for(tenant, &role).await?;
         if !grant.permits(resource, action) {
             return Err(ApiError::forbidden(format!(
                 "role {} may not {} {}",
@@ -218,7 +233,10 @@ impl AppState {
                 resource.as_str()
             )));
         }
-        let record = self.store.get_tenant(tenant).await?.ok_or_else(ApiError::not_found)?;
+        let record = match record {
+            Some(r) => r,
+            None => self.store.get_tenant(tenant).await?.ok_or_else(ApiError::not_found)?,
+        };
         Ok((record, grant))
     }
 

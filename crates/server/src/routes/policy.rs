@@ -137,7 +137,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             }
         }
         Tenant(resource, action) => {
-            let session = match HumanSession::from_request_parts(&mut parts, &state).await {
+            let mut session = match HumanSession::from_request_parts(&mut parts, &state).await {
                 Ok(s) => s,
                 Err(e) => return e.into_response(),
             };
@@ -149,8 +149,11 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
                 tracing::error!(path, "tenant policy on a route without {{tid}}; refused");
                 return ApiError::forbidden("this route has no tenant to check").into_response();
             };
-            if let Err(e) = state.authorize(&session, &tid, resource, action).await {
-                return e.into_response();
+            match state.authorize(&session, &tid, resource, action).await {
+                Ok((tenant, grant)) => {
+                    session.verdict = Some(std::sync::Arc::new(crate::extract::Verdict { tid, tenant, grant }));
+                }
+                Err(e) => return e.into_response(),
             }
             // The handler finds the session already checked.
             parts.extensions.insert(session);
