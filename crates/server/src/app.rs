@@ -10,7 +10,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use domain::clock::{Clock, SystemClock};
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -133,19 +132,25 @@ impl Application {
         let state = self.state.clone();
         let purge = tokio::spawn(purge_loop(state.clone()));
         let caches = tokio::spawn(crate::cache::refresh_loop(state.downgrade()));
+        let supervisor = tokio::spawn(crate::dataplane::registry::Registry::supervise(
+            Arc::downgrade(&state.registry),
+            state.clock.clone(),
+        ));
         let (stop_webhooks, stopped) = tokio::sync::watch::channel(false);
         let dispatcher = crate::webhooks::dispatch::Dispatcher::new(state.clone(), self.webhook_client);
         let dispatcher = tokio::spawn(dispatcher.run(stopped));
         tracing::info!(addr = %self.addr, public_url = %self.state.public_url, "wiresocket listening");
-        let listener = self.listener.tap_io(|tcp| {
-            // Small frames must not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let result = axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = serve_http1(self.listener, self.router, shutdown).await;
         purge.abort();
         caches.abort();
+        supervisor.abort();
+        // Open sockets are not part of axum's graceful shutdown: tell their
+        // clients to reconnect (to another node, or to this one restarted).
+        let draining =
+            crate::dataplane::CloseReason { code: crate::dataplane::close::DRAINING, reason: "server shutting down" };
+        if state.registry.close_where(draining, |_| true) > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         // Open `document.updated` windows go to the outbox now rather than
         // being lost; the dispatcher finishes what it has in flight.
         state.events.flush_pending().await;
@@ -155,6 +160,78 @@ impl Application {
         }
         result
     }
+}
+
+/// What `axum::serve` does (HTTP/1.1 with upgrades, `ConnectInfo`, graceful
+/// shutdown), on hyper's own HTTP/1 connection instead of hyper-util's
+/// auto-detecting one: that one wraps every socket in a private type, and
+/// the sync endpoint needs the upgraded socket back as the `TcpStream` it
+/// is (see [`crate::dataplane::ws`]). It also bounds how long a client may
+/// take to send its request head.
+async fn serve_http1(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    // Dropping `stop` tells every connection to finish its request and
+    // close; `done` is closed once every connection has.
+    let (stop, stopping) = tokio::sync::watch::channel(());
+    let (done, finished) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                ) => continue,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off rather than spin.
+                    tracing::error!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small frames must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new))
+        });
+        let mut stopping = stopping.clone();
+        let finished = finished.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::trace!(error = %e, "an HTTP connection ended with an error");
+            }
+            drop(finished);
+        });
+    }
+    drop(listener);
+    drop(stop);
+    drop(finished);
+    done.closed().await;
+    Ok(())
 }
 
 /// Drops expired sessions, refresh tokens and deny-list entries, and

@@ -269,7 +269,7 @@ async fn persister(docs: std::sync::Weak<Docs>, mut rx: mpsc::Receiver<Write>) {
         let entries: Vec<(DocKey, Vec<u8>)> = batch.iter().map(|w| (w.slot.key.clone(), w.update.clone())).collect();
         let started = Instant::now();
         let result = docs.store.append_doc_updates(&entries, docs.clock.now()).await;
-        metrics::histogram!("wiresocket_persist_batch_seconds").record(started.elapsed().as_secs_f64());
+        super::hot().persist_batch_seconds.record(started.elapsed().as_secs_f64());
         docs.metrics.batches.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(seqs) => {
@@ -307,7 +307,7 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
         Err(_) => tracing::error!(doc = ?slot.key, "applying an update panicked; the room keeps its previous state"),
     }
     // Receipt → persisted → broadcast to every other client of the document.
-    metrics::histogram!("wiresocket_fanout_seconds").record(w.queued.elapsed().as_secs_f64());
+    super::hot().fanout_seconds.record(w.queued.elapsed().as_secs_f64());
     slot.applied_seq.fetch_max(seq, Ordering::AcqRel);
     slot.pending.fetch_sub(1, Ordering::AcqRel);
     let updates = slot.log_updates.fetch_add(1, Ordering::Relaxed) + 1;

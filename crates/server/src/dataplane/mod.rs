@@ -12,6 +12,14 @@
 pub mod docs;
 pub mod limits;
 pub mod registry;
+pub mod ws;
+
+/// Why a connection is being closed: a WebSocket close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
 
 /// WebSocket close codes of the contract.
 pub mod close {
@@ -25,4 +33,30 @@ pub mod close {
     pub const TRY_AGAIN: u16 = 1013;
     pub const MALFORMED: u16 = 1007;
     pub const INTERNAL: u16 = 1011;
+}
+
+/// Handles to the metrics touched once per message, looked up once: the
+/// `counter!`/`histogram!` macros look their key up in the registry on
+/// every call, and these run for every frame in and every delivery out.
+pub struct HotMetrics {
+    pub messages_in: metrics::Counter,
+    pub bytes_in: metrics::Counter,
+    pub messages_out: metrics::Counter,
+    pub bytes_out: metrics::Counter,
+    pub fanout_seconds: metrics::Histogram,
+    pub persist_batch_seconds: metrics::Histogram,
+}
+
+/// The hot-path metric handles. Bound to the recorder installed when first
+/// called, which [`crate::observe::recorder`] does before any connection.
+pub fn hot() -> &'static HotMetrics {
+    static HOT: std::sync::LazyLock<HotMetrics> = std::sync::LazyLock::new(|| HotMetrics {
+        messages_in: metrics::counter!("wiresocket_messages_in_total"),
+        bytes_in: metrics::counter!("wiresocket_bytes_in_total"),
+        messages_out: metrics::counter!("wiresocket_messages_out_total"),
+        bytes_out: metrics::counter!("wiresocket_bytes_out_total"),
+        fanout_seconds: metrics::histogram!("wiresocket_fanout_seconds"),
+        persist_batch_seconds: metrics::histogram!("wiresocket_persist_batch_seconds"),
+    });
+    &HOT
 }

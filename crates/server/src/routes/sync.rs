@@ -1,51 +1,44 @@
 //! `GET /v1/sync/{doc}?token=`: the y-websocket endpoint.
 //!
 //! Every check happens before the upgrade (signature, expiry, revocation,
-//! Origin, document scope, plan connection limit); after it, the connection
-//! is two halves: this task reads and feeds the room, a writer task drains
-//! a bounded queue to the socket. A reader that cannot keep up fills the
-//! queue and is closed (1013: reconnect and resync), never silently skipped.
+//! Origin, document scope, plan connection limit); after it, one task per
+//! connection reads frames and feeds the room, while the room's fan-out
+//! writes straight into the socket (see [`crate::dataplane::ws`]). A reader
+//! that cannot keep up fills its bounded queue and is closed (1013:
+//! reconnect and resync), never silently skipped. Token expiry and
+//! keepalive are the registry's supervisor's job, not per-connection timers.
 
-use crate::dataplane::close;
 use crate::dataplane::docs::SlotRef;
 use crate::dataplane::limits::ConnectionPermit;
 use crate::dataplane::registry::{CloseReason, ConnInfo};
+use crate::dataplane::ws::{self, Event, FrameReader, Peer, Upgrade, WsError};
+use crate::dataplane::{close, hot};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, AppToken};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::extract::ws::{
-    CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
-};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use domain::claims::Access;
 use domain::docname::{DocName, docs_cover};
 use domain::domains::origin_allowed;
-use futures::{SinkExt, StreamExt};
+use domain::ids::AppId;
 use serde::Deserialize;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use store::DocKey;
 use sync::Outcome;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 /// Messages waiting for one client; a client this far behind is closed.
 const OUTBOUND_QUEUE: usize = 1024;
-const PING_EVERY: Duration = Duration::from_secs(30);
-/// Most messages written per flush.
-const WRITE_BURST: u64 = 64;
-/// tungstenite's buffers default to 128 KiB each, per connection; idle
-/// connections would pay for them. They grow on demand for large messages.
-const READ_BUFFER: usize = 2 * 1024;
-const WRITE_BUFFER: usize = 2 * 1024;
-/// No frame at all (pongs included) for this long: the peer is gone.
-const SILENCE_LIMIT: Duration = Duration::from_secs(75);
-/// A socket write that takes longer than this means a stuck peer.
-const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+const SLOW: CloseReason = CloseReason { code: close::TRY_AGAIN, reason: "too far behind; reconnect to resync" };
+/// How long a closing connection waits for its close frame to go out and
+/// the client's close to come back.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -81,7 +74,7 @@ pub async fn sync(
     ApiPath(doc): ApiPath<String>,
     ApiQuery(query): ApiQuery<SyncQuery>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, ApiError>,
 ) -> Result<Response, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -106,7 +99,7 @@ pub async fn sync(
         refusal("origin");
         return Err(ApiError::forbidden("Origin is not one of the app's allowed domains"));
     }
-    let ws = ws.map_err(|_| ApiError::bad_request("websocket_required", "this endpoint speaks WebSocket only"))?;
+    let ws = ws?;
     let Some(permit) = state.limits.try_connect(token.app.id, token.app.plan) else {
         refusal("connection_limit");
         return Err(ApiError::new(
@@ -115,21 +108,36 @@ pub async fn sync(
             "the app's plan connection limit is reached",
         ));
     };
-    let max = state.config.max_message_bytes;
-    let ctx = Conn { state: state.clone(), token, key, origin, _permit: permit };
-    Ok(ws
-        .max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| ctx.run(socket)))
+    let info = ConnInfo {
+        tenant: token.app.tenant_id,
+        app: token.app.id,
+        doc: key.clone(),
+        kid: token.kid,
+        jti: token.claims.jti.clone(),
+        iat: token.claims.iat,
+        exp: token.claims.exp,
+    };
+    let conn = Conn {
+        state,
+        app: token.app.id,
+        plan: token.app.plan,
+        can_write: token.claims.access() == Access::ReadWrite,
+        key,
+        origin: origin.map(String::into_boxed_str),
+        _permit: permit,
+    };
+    Ok(ws.respond(move |stream, leftover| conn.run(stream, leftover, info)))
 }
 
+/// What a connection keeps for its life (small: an idle connection is
+/// mostly this, its task and its socket).
 struct Conn {
     state: AppState,
-    token: AppToken,
+    app: AppId,
+    plan: domain::plan::PlanId,
+    can_write: bool,
     key: DocKey,
-    origin: Option<String>,
+    origin: Option<Box<str>>,
     /// Released when the connection ends.
     _permit: ConnectionPermit,
 }
@@ -144,123 +152,146 @@ enum Control {
     Refresh { token: String },
 }
 
+fn ws_error_reason(e: WsError) -> CloseReason {
+    match e {
+        WsError::Protocol(reason) => CloseReason { code: ws::CLOSE_PROTOCOL, reason },
+        WsError::Utf8 => CloseReason { code: ws::CLOSE_BAD_DATA, reason: "invalid UTF-8" },
+        WsError::TooLarge => CloseReason { code: close::TOO_LARGE, reason: "message too large" },
+    }
+}
+
+/// The code to echo for a client's close (RFC 6455 §7.4: never one of the
+/// codes reserved for reporting).
+fn echo_code(code: Option<u16>) -> u16 {
+    match code {
+        Some(c @ (1000..=1003 | 1007..=1014 | 3000..=4999)) => c,
+        _ => ws::CLOSE_NORMAL,
+    }
+}
+
 impl Conn {
-    fn expires_at(&self) -> Instant {
-        let left = self.token.claims.exp - self.state.now().unix_timestamp();
-        Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
-    }
-
-    fn can_write(&self) -> bool {
-        self.token.claims.access() == Access::ReadWrite
-    }
-
-    async fn run(mut self, socket: WebSocket) {
+    async fn run(mut self, stream: TcpStream, leftover: Bytes, info: ConnInfo) {
+        let peer = Arc::new(Peer::new(stream, OUTBOUND_QUEUE));
+        let mut reader = FrameReader::new(self.state.config.max_message_bytes);
+        reader.push(&leftover);
+        drop(leftover);
         let slot = match Box::pin(self.state.docs.open(&self.key)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = ?e, "could not open a document for a new connection");
-                let mut socket = socket;
-                let _ = socket
-                    .send(close_message(CloseReason { code: close::INTERNAL, reason: "document unavailable" }))
-                    .await;
+                peer.close(CloseReason { code: close::INTERNAL, reason: "document unavailable" });
+                finish(&peer, &mut reader).await;
                 return;
             }
         };
-        let (sink, mut stream) = socket.split();
-        let (out_tx, out_rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
-        let (ctl_tx, ctl_rx) = mpsc::channel::<CloseReason>(4);
-        let slow = ctl_tx.clone();
-        let sender: sync::Sender = Arc::new(move |bytes: Bytes| match out_tx.try_send(bytes) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                let _ = slow
-                    .try_send(CloseReason { code: close::TRY_AGAIN, reason: "too far behind; reconnect to resync" });
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        });
-        let info = ConnInfo {
-            tenant: self.token.app.tenant_id,
-            app: self.token.app.id,
-            doc: self.key.clone(),
-            kid: self.token.kid.clone(),
-            jti: self.token.claims.jti.clone(),
-            iat: self.token.claims.iat,
+        let sender: sync::Sender = {
+            let peer = peer.clone();
+            let out = hot();
+            Arc::new(move |bytes: Bytes| {
+                let len = bytes.len() as u64;
+                let sent = peer.send_binary(bytes, SLOW).is_ok();
+                if sent {
+                    out.messages_out.increment(1);
+                    out.bytes_out.increment(len);
+                }
+                sent
+            })
         };
-        let reg = self.state.registry.insert(info, ctl_tx.clone());
+        let reg = self.state.registry.insert(info, peer.clone());
         let conn = slot.room.connect(sender);
-        let mut writer = tokio::spawn(write_loop(sink, out_rx, ctl_rx));
         metrics::gauge!("wiresocket_connections_open").increment(1.0);
         metrics::counter!("wiresocket_connections_total").increment(1);
 
-        let mut expires = self.expires_at();
-        let mut last_seen = Instant::now();
-        let mut watchdog = tokio::time::interval(PING_EVERY);
-        let request_close = |reason: CloseReason| {
-            let _ = ctl_tx.try_send(reason);
-        };
-        loop {
-            tokio::select! {
-                frame = stream.next() => {
-                    last_seen = Instant::now();
-                    match frame {
-                        Some(Ok(Message::Binary(data))) => {
-                            metrics::counter!("wiresocket_messages_in_total").increment(1);
-                            metrics::counter!("wiresocket_bytes_in_total").increment(data.len() as u64);
-                            // Boxed: the handlers' futures live on the heap only
-                            // while they run, not in every idle connection's task.
-                            if let Some(reason) = Box::pin(self.on_binary(&slot, conn, &data)).await {
-                                request_close(reason);
-                                break;
-                            }
-                        }
-                        Some(Ok(Message::Text(text))) => match Box::pin(self.on_text(reg, &text)).await {
-                            Ok(()) => expires = self.expires_at(),
-                            Err(reason) => {
-                                request_close(reason);
-                                break;
-                            }
-                        },
-                        Some(Ok(Message::Close(_))) | None => break,
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            // tungstenite reports an oversized message as a capacity error.
-                            let text = e.to_string();
-                            if text.contains("too long") || text.contains("Space limit") {
-                                request_close(CloseReason { code: close::TOO_LARGE, reason: "message too large" });
-                            }
-                            break;
-                        }
-                    }
-                }
-                () = sleep_until(expires) => {
-                    request_close(CloseReason { code: close::TOKEN, reason: "token expired" });
-                    break;
-                }
-                _ = watchdog.tick() => {
-                    if last_seen.elapsed() > SILENCE_LIMIT {
-                        request_close(CloseReason { code: close::TRY_AGAIN, reason: "no keepalive" });
-                        break;
-                    }
-                }
-                _ = &mut writer => break,
-            }
-        }
+        let ended = Box::pin(self.serve(&peer, &mut reader, &slot, conn, reg)).await;
         slot.room.disconnect(conn);
         self.state.registry.remove(reg);
-        drop(ctl_tx);
-        // Let the writer flush the close frame; it ends once the room has dropped our sender.
-        let _ = timeout(Duration::from_secs(5), writer).await;
+        drop(slot);
+        if let Some(reason) = ended {
+            peer.close(reason);
+        }
+        if let Some(reason) = peer.closing() {
+            metrics::counter!("wiresocket_closes_total", "code" => reason.code.to_string()).increment(1);
+        }
+        finish(&peer, &mut reader).await;
         metrics::gauge!("wiresocket_connections_open").decrement(1.0);
+    }
+
+    /// Reads and handles frames, and drains what could not be written at
+    /// once, until the connection ends: answers the close to send, if this
+    /// side decides it (`None` when a close is already queued from
+    /// elsewhere, or the socket is gone).
+    async fn serve(
+        &mut self,
+        peer: &Peer,
+        reader: &mut FrameReader,
+        slot: &SlotRef,
+        conn: sync::ConnId,
+        reg: u64,
+    ) -> Option<CloseReason> {
+        loop {
+            loop {
+                let event = match reader.next_event() {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(e) => return Some(ws_error_reason(e)),
+                };
+                match event {
+                    Event::Binary(data) => {
+                        hot().messages_in.increment(1);
+                        // Boxed: the handler's future lives on the heap only
+                        // while it runs, not in every idle connection's task.
+                        if let Some(reason) = Box::pin(self.on_binary(slot, conn, &data)).await {
+                            return Some(reason);
+                        }
+                    }
+                    Event::Text(text) => {
+                        if let Err(reason) = Box::pin(self.on_text(reg, &text)).await {
+                            return Some(reason);
+                        }
+                    }
+                    Event::Ping(payload) => peer.pong(payload),
+                    Event::Pong => {}
+                    Event::Close(code) => return Some(CloseReason { code: echo_code(code), reason: "" }),
+                }
+            }
+            reader.release();
+            if peer.closing().is_some() || peer.is_broken() {
+                return None;
+            }
+            let wants_write = peer.wants_write();
+            tokio::select! {
+                biased;
+                () = peer.woken() => {}
+                ready = peer.stream().writable(), if wants_write => {
+                    if ready.is_err() || peer.flush().is_err() {
+                        return None;
+                    }
+                }
+                ready = peer.stream().readable() => {
+                    if ready.is_err() {
+                        return None;
+                    }
+                    match peer.stream().try_read_buf(reader.read_buf()) {
+                        Ok(0) => return None,
+                        Ok(n) => {
+                            peer.touch();
+                            hot().bytes_in.increment(n as u64);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return None,
+                    }
+                }
+            }
+        }
     }
 
     /// Handles one protocol message; answers a close reason when the connection must end.
     async fn on_binary(&self, slot: &SlotRef, conn: sync::ConnId, data: &[u8]) -> Option<CloseReason> {
-        match slot.room.handle(conn, data, self.can_write()) {
+        match slot.room.handle(conn, data, self.can_write) {
             Ok(Outcome::Done) => None,
             Ok(Outcome::Forbidden) => Some(CloseReason { code: close::READ_ONLY, reason: "read-only token" }),
             Ok(Outcome::Persist(update)) => {
-                match write(&self.state, slot, self.token.app.plan, update, Some(conn), false).await {
+                match write(&self.state, slot, self.plan, update, Some(conn), false).await {
                     Ok(()) => None,
                     Err(WriteRefusal::Limit(reason)) => Some(CloseReason { code: close::LIMIT, reason }),
                     Err(WriteRefusal::Failed) => {
@@ -276,24 +307,61 @@ impl Conn {
     }
 
     /// An in-band token refresh: same app, must still cover the document and the Origin.
-    async fn on_text(&mut self, reg: u64, text: &str) -> Result<(), CloseReason> {
+    async fn on_text(&mut self, reg: u64, text: &[u8]) -> Result<(), CloseReason> {
         let invalid = CloseReason { code: close::TOKEN, reason: "invalid refresh" };
-        let Ok(Control::Refresh { token }) = serde_json::from_str::<Control>(text) else {
+        let Ok(Control::Refresh { token }) = serde_json::from_slice::<Control>(text) else {
             return Err(CloseReason { code: close::MALFORMED, reason: "unknown control message" });
         };
         let fresh = self.state.verify_app_token(&token).await.map_err(|_| invalid)?;
-        if fresh.app.id != self.token.app.id
+        if fresh.app.id != self.app
             || doc_key(&fresh, &self.key.name).is_err()
             || !origin_allowed(&fresh.claims.origins, self.origin.as_deref())
             || !fresh.claims.has_scope(domain::DEFAULT_SCOPE)
         {
             return Err(invalid);
         }
-        self.state.registry.update(reg, fresh.kid.clone(), fresh.claims.jti.clone(), fresh.claims.iat);
-        self.token = fresh;
+        self.can_write = fresh.claims.access() == Access::ReadWrite;
+        self.state.registry.update(reg, fresh.kid, fresh.claims.jti, fresh.claims.iat, fresh.claims.exp);
         metrics::counter!("wiresocket_token_refreshes_total").increment(1);
         Ok(())
     }
+}
+
+/// The end of a connection: our close frame goes out, then the client's
+/// close (or the end of its stream) is awaited, briefly, before the socket
+/// is dropped (RFC 6455 §7.1.1: the server closes the TCP connection).
+async fn finish(peer: &Peer, reader: &mut FrameReader) {
+    let closing = async {
+        loop {
+            match peer.flush() {
+                Ok(ws::Flushed::All) => break,
+                Ok(ws::Flushed::Partly) => {
+                    if peer.stream().writable().await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+        loop {
+            if peer.stream().readable().await.is_err() {
+                return;
+            }
+            match peer.stream().try_read_buf(reader.read_buf()) {
+                Ok(0) => return,
+                Ok(_) => loop {
+                    match reader.next_event() {
+                        Ok(Some(Event::Close(_))) | Err(_) => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = timeout(CLOSE_GRACE, closing).await;
 }
 
 pub enum WriteRefusal {
@@ -338,64 +406,4 @@ pub async fn write(
         return state.docs.write(slot, update, origin, true).await.map_err(|_| WriteRefusal::Failed);
     }
     state.docs.write(slot, update, origin, wait).await.map_err(|_| WriteRefusal::Failed)
-}
-
-fn close_message(reason: CloseReason) -> Message {
-    Message::Close(Some(CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) }))
-}
-
-async fn write_loop(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut out: mpsc::Receiver<Bytes>,
-    mut ctl: mpsc::Receiver<CloseReason>,
-) {
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-    loop {
-        tokio::select! {
-            biased;
-            // A closed control channel disables this arm (no busy loop); the
-            // writer then ends when the room drops our sender.
-            Some(reason) = ctl.recv() => {
-                metrics::counter!("wiresocket_closes_total", "code" => reason.code.to_string()).increment(1);
-                let _ = timeout(Duration::from_secs(5), sink.send(close_message(reason))).await;
-                let _ = timeout(Duration::from_secs(1), sink.close()).await;
-                return;
-            }
-            msg = out.recv() => match msg {
-                Some(first) => {
-                    // Everything already queued goes out in one flush (one
-                    // syscall for a burst), up to a bound so pings and closes
-                    // are not starved.
-                    let mut count = 1u64;
-                    let mut bytes = first.len() as u64;
-                    let burst = async {
-                        sink.feed(Message::Binary(first)).await?;
-                        while count < WRITE_BURST {
-                            let Ok(next) = out.try_recv() else { break };
-                            count += 1;
-                            bytes += next.len() as u64;
-                            sink.feed(Message::Binary(next)).await?;
-                        }
-                        sink.flush().await
-                    };
-                    match timeout(SEND_TIMEOUT, burst).await {
-                        Ok(Ok(())) => {
-                            metrics::counter!("wiresocket_messages_out_total").increment(count);
-                            metrics::counter!("wiresocket_bytes_out_total").increment(bytes);
-                        }
-                        _ => return,
-                    }
-                }
-                None => {
-                    let _ = timeout(Duration::from_secs(1), sink.close()).await;
-                    return;
-                }
-            },
-            _ = ping.tick() => {
-                if timeout(SEND_TIMEOUT, sink.send(Message::Ping(Bytes::new()))).await.map_or(true, |r| r.is_err()) {
-                    return;
-                }
-            }
-        }
-    }
 }

@@ -233,15 +233,21 @@ async fn read_only_clients_receive_but_cannot_write() {
 
 #[tokio::test]
 async fn token_expiry_closes_with_4401_unless_refreshed_in_band() {
+    // Expiry follows the server's clock (the test's manual one), checked
+    // every second by the registry's supervisor.
     let f = fixture("starter", &[]).await;
-    let short = f.client_token(json!({"docs": ["d"], "ttl_seconds": 1})).await;
+    let short = f.client_token(json!({"docs": ["d"], "ttl_seconds": 60})).await;
     let mut c = f.join("d", &short).await;
+    assert!(!c.wait_for(|c| c.closed.is_some(), Duration::from_millis(1500)).await, "open until it expires");
+    f.app.clock.advance(time::Duration::seconds(60));
     assert_eq!(c.closed_with(Duration::from_secs(4)).await, Some(4401));
 
-    let short = f.client_token(json!({"docs": ["d"], "ttl_seconds": 2})).await;
+    let short = f.client_token(json!({"docs": ["d"], "ttl_seconds": 60})).await;
     let mut c = f.join("d", &short).await;
     let fresh = f.client_token(json!({"docs": ["d"], "ttl_seconds": 600})).await;
     c.send_text(&json!({"type": "refresh", "token": fresh}).to_string()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.app.clock.advance(time::Duration::seconds(120));
     assert!(!c.wait_for(|c| c.closed.is_some(), Duration::from_secs(3)).await, "refreshed connection stays open");
     c.insert("still here").await;
     let mut d = f.join("d", &f.m2m).await;
@@ -518,4 +524,88 @@ async fn long_logs_are_compacted_in_the_background() {
     let state = f.app.state.store.load_doc(&key).await.unwrap().unwrap();
     assert!(state.snapshot.is_some());
     assert_eq!(text_of(&f.rest_state("long").await.bytes().await.unwrap()), b.text());
+}
+
+#[tokio::test]
+async fn the_socket_answers_pings_joins_fragments_and_echoes_closes() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+    use tokio_tungstenite::tungstenite::{Bytes, Message};
+    use yrs::updates::encoder::Encode;
+
+    let f = fixture("starter", &[]).await;
+    let url = crate::yclient::sync_url(&f.app.url, "frames", &f.m2m);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // The next frame that is not one of the server's sync/awareness messages.
+    async fn next_control(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        keep_binary: bool,
+    ) -> Message {
+        loop {
+            let msg = tokio::time::timeout(T, ws.next()).await.unwrap().unwrap().unwrap();
+            if keep_binary || !msg.is_binary() {
+                return msg;
+            }
+        }
+    }
+
+    ws.send(Message::Ping(Bytes::from_static(b"are you there"))).await.unwrap();
+    assert_eq!(next_control(&mut ws, false).await, Message::Pong(Bytes::from_static(b"are you there")));
+
+    // A sync step 1 in two fragments, with a ping between them, is one message.
+    let step1 = yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep1(yrs::StateVector::default())).encode_v1();
+    let (a, b) = step1.split_at(1);
+    ws.send(Message::Frame(Frame::message(a.to_vec(), OpCode::Data(Data::Binary), false))).await.unwrap();
+    ws.send(Message::Ping(Bytes::from_static(b"between"))).await.unwrap();
+    ws.send(Message::Frame(Frame::message(b.to_vec(), OpCode::Data(Data::Continue), true))).await.unwrap();
+    let mut saw_pong = false;
+    loop {
+        match next_control(&mut ws, true).await {
+            Message::Pong(p) => {
+                assert_eq!(p, Bytes::from_static(b"between"));
+                saw_pong = true;
+            }
+            // Sync (0), step 2 (1): the answer to the joined message.
+            Message::Binary(m) if m.starts_with(&[0, 1]) => break,
+            Message::Binary(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(saw_pong, "the ping between fragments was answered");
+
+    // The client's close is echoed with its code, then the server ends the stream.
+    ws.send(Message::Close(Some(CloseFrame { code: CloseCode::from(4000), reason: "bye".into() }))).await.unwrap();
+    match next_control(&mut ws, false).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4000),
+        other => panic!("expected the close echoed, got {other:?}"),
+    }
+    assert!(tokio::time::timeout(T, ws.next()).await.unwrap().is_none_or(|r| r.is_err()), "the stream ends");
+}
+
+#[tokio::test]
+async fn protocol_errors_close_with_1002() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let f = fixture("starter", &[]).await;
+    let mut c = f.join("p", &f.m2m).await;
+    let mut other = f.join("p", &f.m2m).await;
+    // A continuation frame with no message open.
+    c.send_frame(Frame::message(vec![0u8], OpCode::Data(Data::Continue), true)).await;
+    assert_eq!(c.closed_with(T).await, Some(1002));
+    // The other connection is unaffected.
+    other.insert("fine").await;
+    let mut late = f.join("p", &f.m2m).await;
+    assert!(late.wait_for(|c| c.text() == "fine", T).await);
+}
+
+#[tokio::test]
+async fn shutting_down_tells_clients_to_reconnect_with_4503() {
+    let f = fixture("starter", &[]).await;
+    let mut c = f.join("bye", &f.m2m).await;
+    let Fixture { app, .. } = f;
+    app.stop().await;
+    assert_eq!(c.closed_with(T).await, Some(4503));
 }

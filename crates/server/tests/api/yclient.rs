@@ -71,6 +71,11 @@ impl YClient {
         let _ = self.ws.send(Message::Binary(Bytes::from(bytes))).await;
     }
 
+    /// A raw WebSocket frame (for protocol-level tests).
+    pub async fn send_frame(&mut self, frame: tokio_tungstenite::tungstenite::protocol::frame::Frame) {
+        let _ = self.ws.send(Message::Frame(frame)).await;
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         let _ = self.ws.send(Message::Text(text.into())).await;
     }
