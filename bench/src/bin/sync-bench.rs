@@ -187,6 +187,14 @@ impl Server {
 impl Drop for Server {
     /// Also on a panic, so no server outlives the bench.
     fn drop(&mut self) {
+        // SIGTERM first, so a server run under a profiler (`--wiresocket-bin`
+        // pointing at a `perf record` or `heaptrack` wrapper) can write its
+        // data; SIGKILL if it has not ended within 10 s.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

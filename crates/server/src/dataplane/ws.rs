@@ -46,6 +46,12 @@ pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_PROTOCOL: u16 = 1002;
 pub const CLOSE_BAD_DATA: u16 = 1007;
 
+/// Most bytes queued for one peer (beyond the frame being written): a
+/// bound on memory that the message count alone would not give, with
+/// messages of up to the message size limit. An empty queue always takes
+/// one frame, whatever its size.
+const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Most slices handed to one vectored write while draining a queue.
 const MAX_SLICES: usize = 64;
 
@@ -108,12 +114,24 @@ pub use super::CloseReason as Closing;
 #[derive(Default)]
 struct Outbox {
     queue: VecDeque<OutFrame>,
-    /// Data frames in `queue` (the bound applies to those).
+    /// Data frames in `queue` (the bound applies to those), and the bytes
+    /// they have left to write.
     data_frames: usize,
+    data_bytes: usize,
     /// A close frame is queued (or sent): nothing else goes out.
     closing: Option<Closing>,
     /// The socket failed: nothing more can be written.
     broken: bool,
+}
+
+impl Outbox {
+    fn push(&mut self, frame: OutFrame) {
+        if frame.data {
+            self.data_frames += 1;
+            self.data_bytes += frame.len();
+        }
+        self.queue.push_back(frame);
+    }
 }
 
 /// What [`Peer::flush`] left.
@@ -187,13 +205,12 @@ impl Peer {
         let mut frame = OutFrame::new(opcode, payload);
         if !out.queue.is_empty() {
             if let Some(slow) = slow
-                && out.data_frames >= self.limit
+                && (out.data_frames >= self.limit || out.data_bytes + frame.len() > QUEUE_BYTES)
             {
                 self.close_locked(&mut out, slow);
                 return Err(Refused::Slow);
             }
-            out.data_frames += usize::from(frame.data);
-            out.queue.push_back(frame);
+            out.push(frame);
             return Ok(());
         }
         // Nothing queued: straight into the socket, from this thread.
@@ -206,8 +223,7 @@ impl Peer {
                 return Err(Refused::Closed);
             }
         }
-        out.data_frames += usize::from(frame.data);
-        out.queue.push_back(frame);
+        out.push(frame);
         self.wake.notify_one();
         Ok(())
     }
@@ -227,6 +243,7 @@ impl Peer {
         let keep = usize::from(out.queue.front().is_some_and(|f| f.written > 0));
         out.queue.truncate(keep);
         out.data_frames = out.queue.iter().filter(|f| f.data).count();
+        out.data_bytes = out.queue.iter().filter(|f| f.data).map(OutFrame::len).sum();
         out.closing = Some(closing);
         let mut payload = Vec::with_capacity(2 + closing.reason.len());
         payload.extend_from_slice(&closing.code.to_be_bytes());
@@ -267,6 +284,9 @@ impl Peer {
             while out.queue.front().is_some_and(|f| f.written == f.len()) {
                 if let Some(done) = out.queue.pop_front() {
                     out.data_frames -= usize::from(done.data);
+                    if done.data {
+                        out.data_bytes -= done.len();
+                    }
                 }
             }
         }
@@ -591,12 +611,17 @@ impl Upgrade {
                     return;
                 }
             };
-            match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
-                // The leftover is a slice of hyper's read buffer: copy it out
-                // so that buffer is freed now, not kept by an idle connection.
-                Ok(parts) => connection(parts.io.into_inner(), Bytes::copy_from_slice(&parts.read_buf)).await,
-                Err(_) => tracing::error!("an upgraded connection is not a TCP stream; dropping it"),
-            }
+            let Ok(parts) = upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() else {
+                tracing::error!("an upgraded connection is not a TCP stream; dropping it");
+                return;
+            };
+            // The leftover is a slice of hyper's read buffer (8 KiB or more):
+            // copy it out and drop the buffer now, before the connection
+            // runs, or every idle connection would keep one.
+            let leftover = Bytes::copy_from_slice(&parts.read_buf);
+            let stream = parts.io.into_inner();
+            drop(parts.read_buf);
+            connection(stream, leftover).await;
         });
         (
             StatusCode::SWITCHING_PROTOCOLS,
@@ -878,5 +903,25 @@ mod tests {
         assert_eq!(&last.1[..2], &1013u16.to_be_bytes());
         assert!(data.iter().all(|(op, p)| *op == 0x82 && p.len() == 1 << 20), "every data frame is whole");
         assert!(data.len() < sent, "queued frames not yet started were dropped");
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_too() {
+        let (peer, _client) = pair(usize::MAX).await;
+        let big = Bytes::from(vec![1u8; 1 << 20]);
+        while !peer.wants_write() {
+            peer.send_binary(big.clone(), SLOW).unwrap();
+        }
+        let mut queued = 1;
+        while peer.send_binary(big.clone(), SLOW).is_ok() {
+            queued += 1;
+            assert!(queued <= QUEUE_BYTES >> 20, "more than {QUEUE_BYTES} bytes queued");
+        }
+        // 63 frames of 1 MiB and a 4-byte header fit in 64 MiB, 64 do not.
+        assert_eq!(queued, (QUEUE_BYTES >> 20) - 1, "the bound is the byte limit");
+        assert_eq!(peer.closing(), Some(SLOW));
+        // An empty queue takes one frame of any size.
+        let (peer, _client) = pair(1).await;
+        peer.send_binary(Bytes::from(vec![0u8; QUEUE_BYTES + 1]), SLOW).unwrap();
     }
 }
