@@ -90,6 +90,9 @@ macro_rules! for_each_contract_test {
             docs_load_is_consistent_under_compaction,
             docs_log_stats,
             docs_large_batch_across_docs,
+            docs_many_concurrent_appends_are_gap_free,
+            docs_unknown_app_fails_only_its_own_batch,
+            docs_appends_race_compactions,
             audit_chain_links_verify,
             audit_appends_under_concurrency,
             audit_filters_and_pages,
@@ -253,7 +256,7 @@ async fn user_token(store: &dyn Store, family: FamilyId, expires_at: OffsetDateT
 }
 
 /// A fresh app (of a fresh tenant) to hold documents.
-async fn doc_app(store: &dyn Store) -> AppRecord {
+pub async fn doc_app(store: &dyn Store) -> AppRecord {
     let (_, t, _) = owner_with_tenant(store).await;
     let a = app(t.id, PlanId::Pro);
     store.create_app(&a, None).await.unwrap();
@@ -1630,6 +1633,130 @@ pub async fn docs_large_batch_across_docs(store: &dyn Store) {
     let next: Vec<_> = keys.iter().rev().map(|k| (k.clone(), vec![1])).collect();
     assert_eq!(store.append_doc_updates(&next, t0).await.unwrap(), vec![101; 5]);
     assert_eq!(store.count_docs(a.id).await.unwrap(), 5);
+}
+
+/// One entry of an append batch.
+type DocEntry = (DocKey, Vec<u8>);
+
+/// Checks the seqs answered for appended batches against the stored logs:
+/// each doc numbered `1..=n` without gap or duplicate, and its log holding
+/// every entry at the seq its append answered. For docs never compacted.
+async fn assert_logs_match(store: &dyn Store, answered: &[(&[DocEntry], Vec<i64>)]) {
+    let mut by_doc: std::collections::HashMap<&DocKey, std::collections::BTreeMap<i64, &[u8]>> = Default::default();
+    for (batch, seqs) in answered {
+        assert_eq!(seqs.len(), batch.len());
+        for ((key, data), &seq) in batch.iter().zip(seqs) {
+            assert!(by_doc.entry(key).or_default().insert(seq, data).is_none(), "seq {seq} of {key:?} given twice");
+        }
+    }
+    for (key, entries) in by_doc {
+        let n = i64::try_from(entries.len()).unwrap();
+        assert_eq!(entries.keys().copied().collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>(), "{key:?}");
+        let state = store.load_doc(key).await.unwrap().unwrap();
+        assert_eq!(state.last_seq, n, "{key:?}");
+        assert_eq!(state.updates, entries.values().map(|d| d.to_vec()).collect::<Vec<_>>(), "{key:?}");
+    }
+}
+
+pub async fn docs_many_concurrent_appends_are_gap_free(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let keys: Vec<_> = (0..3).map(|d| doc_key(a.id, &format!("many/{d}"))).collect();
+    let t0 = now();
+    // 120 appends in flight together, single entries and small batches
+    // across the docs: an engine that merges queued appends into one
+    // transaction merges many of these.
+    let batches: Vec<Vec<(DocKey, Vec<u8>)>> = (0..120)
+        .map(|w| (0..1 + w % 3).map(|n| (keys[(w + n) % 3].clone(), update(&format!("w{w}"), n))).collect())
+        .collect();
+    let results = join_all(batches.iter().map(|b| store.append_doc_updates(b, t0)).collect()).await;
+    let answered: Vec<_> = batches.iter().map(Vec::as_slice).zip(results.into_iter().map(Result::unwrap)).collect();
+    assert_logs_match(store, &answered).await;
+    assert_eq!(store.count_docs(a.id).await.unwrap(), 3);
+}
+
+pub async fn docs_unknown_app_fails_only_its_own_batch(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let (key, ghost) = (doc_key(a.id, "among"), doc_key(AppId::new(), "ghost"));
+    let t0 = now();
+    // Good batches and bad ones (an entry for an app that does not exist,
+    // with or without good entries) in flight together: each bad batch
+    // fails whole, and alone.
+    let batches: Vec<Vec<(DocKey, Vec<u8>)>> = (0..24)
+        .map(|w| {
+            let good = |n| (key.clone(), update(&format!("w{w}"), n));
+            let bad = (ghost.clone(), update("ghost", w));
+            match w % 4 {
+                1 => vec![good(0), bad, good(1)],
+                3 => vec![bad],
+                _ => vec![good(0), good(1)],
+            }
+        })
+        .collect();
+    let results = join_all(batches.iter().map(|b| store.append_doc_updates(b, t0)).collect()).await;
+    let mut answered = Vec::new();
+    for (batch, result) in batches.iter().zip(results) {
+        if batch.iter().any(|(k, _)| k == &ghost) {
+            assert_not_found(result);
+        } else {
+            answered.push((batch.as_slice(), result.unwrap()));
+        }
+    }
+    assert_eq!(answered.len(), 12);
+    // Only the good batches' entries are stored, numbered without gaps.
+    assert_logs_match(store, &answered).await;
+    assert_eq!(store.load_doc(&ghost).await.unwrap(), None);
+    assert_eq!(store.count_docs(a.id).await.unwrap(), 1);
+}
+
+pub async fn docs_appends_race_compactions(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let key = doc_key(a.id, "raced");
+    let t0 = now();
+    // Four writers append 20 entries each, one at a time, while a compactor
+    // keeps folding what is stored into a snapshot "upto n".
+    let key = &key;
+    let writer = |w: usize| -> Boxed<'_, Vec<(i64, Vec<u8>)>> {
+        Box::pin(async move {
+            let mut mine = Vec::new();
+            for n in 0..20 {
+                let data = update(&format!("w{w}"), n);
+                mine.push((append_one(store, key, &data, t0).await, data));
+            }
+            mine
+        })
+    };
+    let compactor: Boxed<'_, Vec<(i64, Vec<u8>)>> = Box::pin(async move {
+        for _ in 0..20 {
+            if let Some(state) = store.load_doc(key).await.unwrap() {
+                let n = state.last_seq;
+                store.compact_doc(key, format!("upto {n}").as_bytes(), n, t0).await.unwrap();
+            }
+        }
+        Vec::new()
+    });
+    let results = join_all((0..4).map(writer).chain([compactor]).collect()).await;
+
+    let mut by_seq = std::collections::BTreeMap::new();
+    for mine in results {
+        assert!(mine.windows(2).all(|p| p[0].0 < p[1].0), "one writer's seqs go up");
+        for (seq, data) in mine {
+            assert!(by_seq.insert(seq, data).is_none(), "seq {seq} given twice");
+        }
+    }
+    assert_eq!(by_seq.keys().copied().collect::<Vec<_>>(), (1..=80).collect::<Vec<_>>());
+    // The stored state is the last snapshot plus exactly the entries after it.
+    let state = store.load_doc(key).await.unwrap().unwrap();
+    let upto = match &state.snapshot {
+        None => 0,
+        Some(s) => String::from_utf8_lossy(s).strip_prefix("upto ").unwrap().parse::<i64>().unwrap(),
+    };
+    let after: Vec<Vec<u8>> = by_seq.range(upto + 1..).map(|(_, d)| d.clone()).collect();
+    assert_eq!((state.last_seq, &state.updates), (80, &after));
+    let bytes: usize = after.iter().map(Vec::len).sum();
+    assert_eq!(store.doc_log_stats(key).await.unwrap(), (80 - upto, i64::try_from(bytes).unwrap()));
+    store.compact_doc(key, b"upto 80", 80, t0).await.unwrap();
+    assert_eq!(store.doc_log_stats(key).await.unwrap(), (0, 0));
+    assert_eq!(store.get_doc(key).await.unwrap().unwrap().size_bytes, 7);
 }
 
 // ---- audit hash chain ----------------------------------------------------------

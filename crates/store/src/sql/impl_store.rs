@@ -9,6 +9,9 @@
 //! without waiting on `busy_timeout`. PostgreSQL takes row locks as it goes,
 //! so a plain `BEGIN` is right.
 //!
+//! `$store` also has `fn doc_writer(&self) -> Option<&DocWriter>`: where
+//! document log appends go instead of the pool, if anywhere.
+//!
 //! `locks` names the module of `super::queries` holding the statements that
 //! read rows a write transaction then decides on (a signing key's state, a
 //! tenant, due webhook jobs): `locking`, with `FOR UPDATE` on PostgreSQL, so
@@ -886,6 +889,11 @@ macro_rules! impl_store {
                 ) -> Result<Vec<i64>> {
                     if batch.is_empty() {
                         return Ok(Vec::new());
+                    }
+                    // A file-backed SQLite store's dedicated writer runs the
+                    // same statements (see `super::doclog`).
+                    if let Some(writer) = self.doc_writer() {
+                        return writer.append(batch, now).await;
                     }
                     let docs = group_by_doc(batch);
                     let mut seqs = vec![0; batch.len()];

@@ -27,6 +27,7 @@
 #[macro_use]
 mod impl_store;
 mod decode;
+mod doclog;
 mod postgres;
 mod queries;
 mod sqlite;

@@ -54,6 +54,13 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// None: appends go through the pool. (The hand-offs that a SQLite
+    /// writer thread saves are network round trips here, already one per
+    /// statement whatever thread sends them.)
+    fn doc_writer(&self) -> Option<&super::doclog::DocWriter> {
+        None
+    }
+
     /// The raw pool, for tests that need to plant rows the trait cannot
     /// write (e.g. corrupt ones). Not for application code: it would
     /// branch storage on the engine.
