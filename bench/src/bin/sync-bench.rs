@@ -416,6 +416,39 @@ async fn fan_out(server: &Server, o: &Opts, row: &mut Row) {
     row.insert("delivered / expected", format!("{got} / {expected}"));
     row.insert("server CPU s (fan-out)", format!("{cpu:.2}"));
     row.insert("server CPU µs / delivered update", format!("{:.2}", cpu * 1e6 / got.max(1) as f64));
+    if server.peer == "wiresocket" {
+        // The server's own share: receipt → persisted → broadcast, from its
+        // `wiresocket_fanout_seconds` histogram (bucket upper bounds).
+        let text = http.get(format!("http://{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+        if let Some((p50, p99)) = histogram_quantiles(&text, "wiresocket_fanout_seconds") {
+            row.insert("server receipt→broadcast p50 / p99 (ms, ≤)", format!("{p50} / {p99}"));
+        }
+        if let Some((p50, p99)) = histogram_quantiles(&text, "wiresocket_persist_batch_seconds") {
+            row.insert("server commit p50 / p99 (ms, ≤)", format!("{p50} / {p99}"));
+        }
+    }
+}
+
+/// p50 and p99 of a Prometheus histogram, as the upper bounds (in ms) of the
+/// buckets they fall in.
+fn histogram_quantiles(text: &str, name: &str) -> Option<(String, String)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    let at = |q: f64| {
+        buckets.iter().find(|(_, c)| *c >= q * total).map(|(le, _)| match le.parse::<f64>() {
+            Ok(secs) => format!("{}", secs * 1e3),
+            Err(_) => le.clone(),
+        })
+    };
+    Some((at(0.5)?, at(0.99)?))
 }
 
 async fn connect_storm(server: &Server, o: &Opts, row: &mut Row) {
@@ -517,6 +550,8 @@ const ORDER: &[&str] = &[
     "delivered / expected",
     "server CPU s (fan-out)",
     "server CPU µs / delivered update",
+    "server receipt→broadcast p50 / p99 (ms, ≤)",
+    "server commit p50 / p99 (ms, ≤)",
     "connect p50 (ms)",
     "connect p99 (ms)",
     "connects/s",

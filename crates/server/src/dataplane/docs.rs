@@ -100,6 +100,14 @@ struct Write {
 
 pub struct Docs {
     store: Arc<dyn Store>,
+    /// The store's ordered appender, if it has one (SQLite on a file): a
+    /// write then goes from its connection's task to the store's writer
+    /// thread, which applies and broadcasts it once committed (one hand-off
+    /// in all). Without one, the persister task below orders the writes.
+    appender: Option<Arc<dyn store::DocAppender>>,
+    /// For spawning from the appender's thread, which is not the runtime's.
+    runtime: tokio::runtime::Handle,
+    me: std::sync::Weak<Docs>,
     slots: DashMap<DocKey, Arc<DocSlot>>,
     queue: mpsc::Sender<Write>,
     clock: Arc<dyn domain::clock::Clock>,
@@ -117,7 +125,11 @@ impl Docs {
     /// Starts the persister and the idle sweeper; they stop when `Docs` is dropped.
     pub fn start(store: Arc<dyn Store>, clock: Arc<dyn domain::clock::Clock>, idle_unload: Duration) -> Arc<Self> {
         let (queue, rx) = mpsc::channel(8192);
-        let docs = Arc::new(Self {
+        let appender = store.doc_appender();
+        let docs = Arc::new_cyclic(|me| Self {
+            appender,
+            runtime: tokio::runtime::Handle::current(),
+            me: me.clone(),
             store,
             slots: DashMap::new(),
             queue,
@@ -199,7 +211,16 @@ impl Docs {
         };
         slot.slot.pending.fetch_add(1, Ordering::AcqRel);
         let w = Write { slot: slot.slot.clone(), room: slot.room.clone(), update, origin, ack, queued: Instant::now() };
-        if self.queue.send(w).await.is_err() {
+        if let Some(appender) = &self.appender {
+            let batch = vec![(w.slot.key.clone(), w.update.clone())];
+            let slot = w.slot.clone();
+            let me = self.me.clone();
+            let then: store::Durable = Box::new(move |result| durable(&me, w, result));
+            if appender.submit(batch, self.clock.now(), then).await.is_err() {
+                slot.pending.fetch_sub(1, Ordering::AcqRel);
+                return Err(ApiError::internal("the document log writer has stopped"));
+            }
+        } else if self.queue.send(w).await.is_err() {
             slot.slot.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::internal("the persister has stopped"));
         }
@@ -291,6 +312,29 @@ async fn persister(docs: std::sync::Weak<Docs>, mut rx: mpsc::Receiver<Write>) {
     }
 }
 
+/// The appender's answer for one write, on its thread, in seq order.
+fn durable(docs: &std::sync::Weak<Docs>, w: Write, result: store::Result<Vec<i64>>) {
+    let Some(docs) = docs.upgrade() else { return };
+    super::hot().persist_batch_seconds.record(w.queued.elapsed().as_secs_f64());
+    let failure = match result {
+        Ok(seqs) => match seqs.first() {
+            Some(&seq) => {
+                docs.metrics.batches.fetch_add(1, Ordering::Relaxed);
+                docs.metrics.persisted.fetch_add(1, Ordering::Relaxed);
+                apply(&docs, w, seq);
+                return;
+            }
+            None => "no seq for the update".to_owned(),
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(error = %failure, doc = ?w.slot.key, "persisting an update failed; its writer is told");
+    w.slot.pending.fetch_sub(1, Ordering::AcqRel);
+    if let Some(ack) = w.ack {
+        let _ = ack.send(Err(()));
+    }
+}
+
 fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     let slot = &w.slot;
     slot.exists.store(true, Ordering::Release);
@@ -315,7 +359,7 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     if (updates >= COMPACT_AFTER_UPDATES || bytes >= COMPACT_AFTER_BYTES)
         && !slot.compacting.swap(true, Ordering::AcqRel)
     {
-        tokio::spawn(docs.clone().compact(slot.clone(), w.room.clone()));
+        docs.runtime.spawn(docs.clone().compact(slot.clone(), w.room.clone()));
     }
     if let Some(ack) = w.ack {
         let _ = ack.send(Ok(()));

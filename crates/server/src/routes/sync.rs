@@ -180,7 +180,7 @@ impl Conn {
             Err(e) => {
                 tracing::error!(error = ?e, "could not open a document for a new connection");
                 peer.close(CloseReason { code: close::INTERNAL, reason: "document unavailable" });
-                finish(&peer, &mut reader).await;
+                finish(&peer, &mut reader, false).await;
                 return;
             }
         };
@@ -202,7 +202,11 @@ impl Conn {
         metrics::gauge!("wiresocket_connections_open").increment(1.0);
         metrics::counter!("wiresocket_connections_total").increment(1);
 
-        let ended = Box::pin(self.serve(&peer, &mut reader, &slot, conn, reg)).await;
+        let (ended, client_closed) = match Box::pin(self.serve(&peer, &mut reader, &slot, conn, reg)).await {
+            Ended::ClientClosed(code) => (Some(CloseReason { code: echo_code(code), reason: "" }), true),
+            Ended::Close(reason) => (Some(reason), false),
+            Ended::Gone => (None, false),
+        };
         slot.room.disconnect(conn);
         self.state.registry.remove(reg);
         drop(slot);
@@ -212,14 +216,12 @@ impl Conn {
         if let Some(reason) = peer.closing() {
             metrics::counter!("wiresocket_closes_total", "code" => reason.code.to_string()).increment(1);
         }
-        finish(&peer, &mut reader).await;
+        finish(&peer, &mut reader, client_closed).await;
         metrics::gauge!("wiresocket_connections_open").decrement(1.0);
     }
 
     /// Reads and handles frames, and drains what could not be written at
-    /// once, until the connection ends: answers the close to send, if this
-    /// side decides it (`None` when a close is already queued from
-    /// elsewhere, or the socket is gone).
+    /// once, until the connection ends.
     async fn serve(
         &mut self,
         peer: &Peer,
@@ -227,13 +229,13 @@ impl Conn {
         slot: &SlotRef,
         conn: sync::ConnId,
         reg: u64,
-    ) -> Option<CloseReason> {
+    ) -> Ended {
         loop {
             loop {
                 let event = match reader.next_event() {
                     Ok(Some(event)) => event,
                     Ok(None) => break,
-                    Err(e) => return Some(ws_error_reason(e)),
+                    Err(e) => return Ended::Close(ws_error_reason(e)),
                 };
                 match event {
                     Event::Binary(data) => {
@@ -241,22 +243,22 @@ impl Conn {
                         // Boxed: the handler's future lives on the heap only
                         // while it runs, not in every idle connection's task.
                         if let Some(reason) = Box::pin(self.on_binary(slot, conn, &data)).await {
-                            return Some(reason);
+                            return Ended::Close(reason);
                         }
                     }
                     Event::Text(text) => {
                         if let Err(reason) = Box::pin(self.on_text(reg, &text)).await {
-                            return Some(reason);
+                            return Ended::Close(reason);
                         }
                     }
                     Event::Ping(payload) => peer.pong(payload),
                     Event::Pong => {}
-                    Event::Close(code) => return Some(CloseReason { code: echo_code(code), reason: "" }),
+                    Event::Close(code) => return Ended::ClientClosed(code),
                 }
             }
             reader.release();
             if peer.closing().is_some() || peer.is_broken() {
-                return None;
+                return Ended::Gone;
             }
             let wants_write = peer.wants_write();
             tokio::select! {
@@ -264,21 +266,32 @@ impl Conn {
                 () = peer.woken() => {}
                 ready = peer.stream().writable(), if wants_write => {
                     if ready.is_err() || peer.flush().is_err() {
-                        return None;
+                        return Ended::Gone;
                     }
                 }
                 ready = peer.stream().readable() => {
                     if ready.is_err() {
-                        return None;
+                        return Ended::Gone;
                     }
-                    match peer.stream().try_read_buf(reader.read_buf()) {
-                        Ok(0) => return None,
+                    let buf = reader.read_buf();
+                    let room = buf.capacity() - buf.len();
+                    match peer.stream().try_read_buf(buf) {
+                        Ok(0) => return Ended::Gone,
                         Ok(n) => {
                             peer.touch();
                             hot().bytes_in.increment(n as u64);
+                            if n < room {
+                                // A short read drained the socket: forget the
+                                // readiness now instead of learning it from
+                                // one more read that fails (what tokio's own
+                                // `poll_read` does; a newer event is kept).
+                                let _ = peer
+                                    .stream()
+                                    .try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => return None,
+                        Err(_) => return Ended::Gone,
                     }
                 }
             }
@@ -327,10 +340,21 @@ impl Conn {
     }
 }
 
-/// The end of a connection: our close frame goes out, then the client's
-/// close (or the end of its stream) is awaited, briefly, before the socket
-/// is dropped (RFC 6455 §7.1.1: the server closes the TCP connection).
-async fn finish(peer: &Peer, reader: &mut FrameReader) {
+/// How [`Conn::serve`] ended.
+enum Ended {
+    /// The client sent a close (with this code): echo it and hang up.
+    ClientClosed(Option<u16>),
+    /// This side ends the connection with this close.
+    Close(CloseReason),
+    /// The socket is gone, or a close was already queued from elsewhere.
+    Gone,
+}
+
+/// The end of a connection: our close frame goes out, then, unless the
+/// client closed first, its close (or the end of its stream) is awaited,
+/// briefly, before the socket is dropped (RFC 6455 §7.1.1: the server
+/// closes the TCP connection, at once when answering the client's close).
+async fn finish(peer: &Peer, reader: &mut FrameReader, client_closed: bool) {
     let closing = async {
         loop {
             match peer.flush() {
@@ -342,6 +366,9 @@ async fn finish(peer: &Peer, reader: &mut FrameReader) {
                 }
                 Err(_) => return,
             }
+        }
+        if client_closed {
+            return;
         }
         loop {
             if peer.stream().readable().await.is_err() {

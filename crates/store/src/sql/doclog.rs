@@ -29,7 +29,7 @@
 
 use super::queries as q;
 use super::{db_err, group_by_doc, secs};
-use crate::{DocKey, Result, StoreError};
+use crate::{DocAppender, DocKey, Durable, Result, StoreError};
 use rusqlite::{Connection, TransactionBehavior, params};
 use sqlx::error::{DatabaseError, ErrorKind};
 use std::borrow::Cow;
@@ -44,12 +44,45 @@ const QUEUE: usize = 1024;
 /// commit stays short however deep the queue.
 const MAX_MERGED_ENTRIES: usize = 4096;
 
-/// One `append_doc_updates` call, owned so it can cross to the thread.
+/// One `append_doc_updates` call (or [`DocAppender`] submission), owned so
+/// it can cross to the thread.
 struct Request {
     batch: Vec<(DocKey, Vec<u8>)>,
     /// Unix seconds.
     now: i64,
-    reply: oneshot::Sender<Result<Vec<i64>>>,
+    reply: Reply,
+}
+
+/// How a request is answered.
+enum Reply {
+    /// An awaiting caller (`append_doc_updates`).
+    Channel(oneshot::Sender<Result<Vec<i64>>>),
+    /// A callback, run right here on the thread, in order.
+    Call(Durable),
+}
+
+impl Reply {
+    fn send(self, result: Result<Vec<i64>>) {
+        match self {
+            // The caller may have stopped waiting; the append stands.
+            Reply::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+            // A panicking callback must not take the writer (and every
+            // later append) down with it.
+            Reply::Call(then) => {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(result))).is_err() {
+                    tracing::error!("a document log callback panicked");
+                }
+            }
+        }
+    }
+}
+
+impl From<oneshot::Sender<Result<Vec<i64>>>> for Reply {
+    fn from(tx: oneshot::Sender<Result<Vec<i64>>>) -> Self {
+        Reply::Channel(tx)
+    }
 }
 
 /// Handle to the writer thread. Dropping it closes the channel, which ends
@@ -107,10 +140,18 @@ impl DocWriter {
             .clone()
             .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
         let (reply, answer) = oneshot::channel();
-        let request = Request { batch: batch.to_vec(), now: secs(now), reply };
+        let request = Request { batch: batch.to_vec(), now: secs(now), reply: Reply::Channel(reply) };
         requests.send(request).await.map_err(|_| crashed())?;
         drop(requests);
         answer.await.map_err(|_| crashed())?
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Request>> {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
     }
 
     /// Stops taking requests and waits until the thread has answered those
@@ -127,6 +168,15 @@ impl DocWriter {
     #[cfg(test)]
     pub(super) fn take_ended(&self) -> Option<oneshot::Receiver<()>> {
         self.ended.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+#[async_trait::async_trait]
+impl DocAppender for DocWriter {
+    async fn submit(&self, batch: Vec<(DocKey, Vec<u8>)>, now: OffsetDateTime, then: Durable) -> Result<()> {
+        let requests = self.sender()?;
+        let request = Request { batch, now: secs(now), reply: Reply::Call(then) };
+        requests.send(request).await.map_err(|_| crashed())
     }
 }
 
@@ -162,7 +212,7 @@ fn commit(conn: &mut Connection, group: Vec<Request>) {
         });
         if let Ok(seqs) = merged {
             for (request, seqs) in group.into_iter().zip(seqs) {
-                let _ = request.reply.send(Ok(seqs));
+                request.reply.send(Ok(seqs));
             }
             return;
         }
@@ -170,8 +220,7 @@ fn commit(conn: &mut Connection, group: Vec<Request>) {
     }
     for request in group {
         let result = transaction(conn, |tx| append(tx, &request.batch, request.now));
-        // The caller may have stopped waiting; the append stands.
-        let _ = request.reply.send(result.map_err(lite_err));
+        request.reply.send(result.map_err(lite_err));
     }
 }
 
@@ -284,10 +333,11 @@ impl DatabaseError for LiteError {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::contract::{doc_app, doc_key};
+    use std::sync::Arc;
     use crate::sql::SqliteStore;
     use rusqlite::OpenFlags;
     use std::path::PathBuf;
@@ -309,7 +359,46 @@ mod tests {
 
     fn request(batch: Vec<(DocKey, Vec<u8>)>) -> (Request, oneshot::Receiver<Result<Vec<i64>>>) {
         let (reply, answer) = oneshot::channel();
-        (Request { batch, now: 1_700_000_000, reply }, answer)
+        (Request { batch, now: 1_700_000_000, reply: reply.into() }, answer)
+    }
+
+    /// Submissions from many tasks: each callback sees its own seq, the
+    /// callbacks run in seq order (one at a time, on the writer's thread),
+    /// and a callback that panics does not stop the writer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn submitted_batches_are_called_back_in_seq_order() {
+        let (store, dir, app, _conn) = database().await;
+        let appender = crate::Store::doc_appender(&store).expect("a file-backed store has an appender");
+        let key = doc_key(app, "ordered");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let boom: Durable = Box::new(|_| panic!("a callback that panics"));
+        appender.submit(vec![(key.clone(), vec![0])], OffsetDateTime::now_utc(), boom).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8u8 {
+            let (appender, key, seen) = (appender.clone(), key.clone(), seen.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25u8 {
+                    let seen = seen.clone();
+                    let then: Durable = Box::new(move |r| {
+                        let seq = r.unwrap()[0];
+                        seen.lock().unwrap().push((seq, std::thread::current().name().map(str::to_owned)));
+                    });
+                    appender.submit(vec![(key.clone(), vec![t, i])], OffsetDateTime::now_utc(), then).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // The last callbacks may still be running: a plain append queues behind them.
+        crate::Store::append_doc_updates(&store, &[(key.clone(), vec![9])], OffsetDateTime::now_utc()).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (2..=201).collect::<Vec<_>>(), "in seq order, none missing, after the panicking one (seq 1)");
+        assert!(seen.iter().all(|(_, thread)| thread.as_deref() == Some("wiresocket-doclog")));
+        assert_eq!(updates(&store, &key).await.len(), 202);
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// Several queued requests commit together, each answered with its own

@@ -147,6 +147,11 @@ impl SqliteStore {
         self.doc_writer.as_deref()
     }
 
+    /// The writer as the trait's ordered appender.
+    fn ordered_appender(&self) -> Option<Arc<dyn crate::DocAppender>> {
+        self.doc_writer.clone().map(|w| w as Arc<dyn crate::DocAppender>)
+    }
+
     /// The raw pool, for tests that need to plant rows the trait cannot
     /// write (e.g. corrupt ones). Not for application code: it would
     /// branch storage on the engine.
