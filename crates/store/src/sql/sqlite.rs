@@ -20,7 +20,7 @@ const MIGRATIONS: &[MigrationFile] = &[
 const POOL_SIZE: u32 = 4;
 
 /// How long a writer waits for another to finish before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite's own checkpoint threshold, a fallback for [`checkpointer`].
 const AUTOCHECKPOINT_PAGES: u32 = 20_000;
