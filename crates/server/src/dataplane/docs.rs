@@ -1,11 +1,16 @@
-//! Documents at run time: rooms loaded lazily from the store, a single
-//! group-commit persister, background compaction, and unloading when idle.
+//! Documents at run time: rooms loaded lazily from the store, the ordered
+//! write path, background compaction, and unloading when idle.
 //!
-//! The write path: a connection's write is queued to the persister, which
-//! appends everything queued since its last commit in one transaction, and
-//! only then applies each update to its room (which broadcasts it). So a
-//! room holds only persisted state, and batching keeps throughput when many
-//! clients write at once without adding a timer to anyone's latency.
+//! The write path: a write is appended to the document log, and only then
+//! applied to its room (which broadcasts it), in log order. So a room holds
+//! only persisted state. Two ways, by store:
+//! - a store with a [`store::DocAppender`] (SQLite on a file) commits it
+//!   and calls [`durable`] in log order, on whichever thread committed it;
+//! - otherwise (PostgreSQL) a persister task appends everything queued
+//!   since its last commit in one transaction, then applies each write.
+//!
+//! Either way, batching keeps throughput when many clients write at once
+//! without adding a timer to anyone's latency.
 
 use crate::error::ApiError;
 use dashmap::DashMap;
@@ -112,13 +117,6 @@ pub struct Docs {
     queue: mpsc::Sender<Write>,
     clock: Arc<dyn domain::clock::Clock>,
     observer: std::sync::OnceLock<Arc<dyn WriteObserver>>,
-    pub metrics: DocMetrics,
-}
-
-#[derive(Default)]
-pub struct DocMetrics {
-    pub batches: AtomicU64,
-    pub persisted: AtomicU64,
 }
 
 impl Docs {
@@ -135,9 +133,11 @@ impl Docs {
             queue,
             clock,
             observer: std::sync::OnceLock::new(),
-            metrics: DocMetrics::default(),
         });
-        tokio::spawn(persister(Arc::downgrade(&docs), rx));
+        // Only a store without an ordered appender needs the persister.
+        if docs.appender.is_none() {
+            tokio::spawn(persister(Arc::downgrade(&docs), rx));
+        }
         tokio::spawn(sweeper(Arc::downgrade(&docs), idle_unload));
         docs
     }
@@ -291,47 +291,45 @@ async fn persister(docs: std::sync::Weak<Docs>, mut rx: mpsc::Receiver<Write>) {
         let started = Instant::now();
         let result = docs.store.append_doc_updates(&entries, docs.clock.now()).await;
         super::hot().persist_batch_seconds.record(started.elapsed().as_secs_f64());
-        docs.metrics.batches.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(seqs) => {
-                docs.metrics.persisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (w, seq) in batch.drain(..).zip(seqs) {
                     apply(&docs, w, seq);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, writes = batch.len(), "persisting a batch failed; its writers are told");
-                for w in batch.drain(..) {
-                    w.slot.pending.fetch_sub(1, Ordering::AcqRel);
-                    if let Some(ack) = w.ack {
-                        let _ = ack.send(Err(()));
-                    }
-                }
+                batch.drain(..).for_each(not_persisted);
             }
         }
     }
 }
 
-/// The appender's answer for one write, on its thread, in seq order.
-fn durable(docs: &std::sync::Weak<Docs>, w: Write, result: store::Result<Vec<i64>>) {
-    let Some(docs) = docs.upgrade() else { return };
-    super::hot().persist_batch_seconds.record(w.queued.elapsed().as_secs_f64());
-    let failure = match result {
-        Ok(seqs) => match seqs.first() {
-            Some(&seq) => {
-                docs.metrics.batches.fetch_add(1, Ordering::Relaxed);
-                docs.metrics.persisted.fetch_add(1, Ordering::Relaxed);
-                apply(&docs, w, seq);
-                return;
-            }
-            None => "no seq for the update".to_owned(),
-        },
-        Err(e) => e.to_string(),
-    };
-    tracing::error!(error = %failure, doc = ?w.slot.key, "persisting an update failed; its writer is told");
+/// A write that did not make it into the log: nothing is applied, and a
+/// waiting writer is told.
+fn not_persisted(w: Write) {
     w.slot.pending.fetch_sub(1, Ordering::AcqRel);
     if let Some(ack) = w.ack {
         let _ = ack.send(Err(()));
+    }
+}
+
+/// The appender's answer for one write, on the thread that committed it,
+/// in seq order. On this path the "batch" histogram times each write from
+/// receipt to durable.
+fn durable(docs: &std::sync::Weak<Docs>, w: Write, result: store::Result<Vec<i64>>) {
+    let Some(docs) = docs.upgrade() else { return };
+    super::hot().persist_batch_seconds.record(w.queued.elapsed().as_secs_f64());
+    match result.as_deref() {
+        Ok(&[seq]) => apply(&docs, w, seq),
+        Ok(seqs) => {
+            tracing::error!(seqs = seqs.len(), doc = ?w.slot.key, "one update answered with other than one seq");
+            not_persisted(w);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, doc = ?w.slot.key, "persisting an update failed; its writer is told");
+            not_persisted(w);
+        }
     }
 }
 

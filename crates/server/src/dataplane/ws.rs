@@ -109,7 +109,7 @@ impl OutFrame {
     }
 }
 
-pub use super::CloseReason as Closing;
+use super::CloseReason;
 
 #[derive(Default)]
 struct Outbox {
@@ -119,7 +119,7 @@ struct Outbox {
     data_frames: usize,
     data_bytes: usize,
     /// A close frame is queued (or sent): nothing else goes out.
-    closing: Option<Closing>,
+    closing: Option<CloseReason>,
     /// The socket failed: nothing more can be written.
     broken: bool,
 }
@@ -183,7 +183,7 @@ impl Peer {
 
     /// Sends one binary message. A slow peer (queue full) is switched to
     /// closing with `slow` and the send is refused.
-    pub fn send_binary(&self, payload: Bytes, slow: Closing) -> Result<(), Refused> {
+    pub fn send_binary(&self, payload: Bytes, slow: CloseReason) -> Result<(), Refused> {
         self.send(OP_BINARY, payload, Some(slow))
     }
 
@@ -197,7 +197,7 @@ impl Peer {
         let _ = self.send(OP_PONG, payload, None);
     }
 
-    fn send(&self, opcode: u8, payload: Bytes, slow: Option<Closing>) -> Result<(), Refused> {
+    fn send(&self, opcode: u8, payload: Bytes, slow: Option<CloseReason>) -> Result<(), Refused> {
         let mut out = lock(&self.out);
         if out.closing.is_some() || out.broken {
             return Err(Refused::Closed);
@@ -231,12 +231,12 @@ impl Peer {
     /// Queues a close frame; whatever was queued and not yet started is
     /// dropped (a frame already partly written is finished first, so the
     /// framing stays valid). Later sends are refused. The first close wins.
-    pub fn close(&self, closing: Closing) {
+    pub fn close(&self, closing: CloseReason) {
         let mut out = lock(&self.out);
         self.close_locked(&mut out, closing);
     }
 
-    fn close_locked(&self, out: &mut Outbox, closing: Closing) {
+    fn close_locked(&self, out: &mut Outbox, closing: CloseReason) {
         if out.closing.is_some() {
             return;
         }
@@ -299,7 +299,7 @@ impl Peer {
     }
 
     /// The close this peer is ending with, if any.
-    pub fn closing(&self) -> Option<Closing> {
+    pub fn closing(&self) -> Option<CloseReason> {
         lock(&self.out).closing
     }
 
@@ -808,7 +808,7 @@ mod tests {
         (Peer::new(server, limit), client)
     }
 
-    const SLOW: Closing = Closing { code: 1013, reason: "slow" };
+    const SLOW: CloseReason = CloseReason { code: 1013, reason: "slow" };
 
     /// Splits server frames (unmasked) off the front of `buf`.
     fn parse_frames(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {

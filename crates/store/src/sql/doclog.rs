@@ -139,13 +139,7 @@ impl DocWriter {
     /// empty. Once handed over the append runs to its end even if this
     /// future is dropped (as a commit already sent would through sqlx).
     pub(super) async fn append(&self, batch: &[(DocKey, Vec<u8>)], now: OffsetDateTime) -> Result<Vec<i64>> {
-        // Cloned out so no lock is held across the await.
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+        let requests = self.sender()?;
         let (reply, answer) = oneshot::channel();
         let request = Request { batch: batch.to_vec(), now: secs(now), reply: Reply::Channel(reply) };
         requests.send(request).await.map_err(|_| crashed())?;
@@ -153,6 +147,8 @@ impl DocWriter {
         answer.await.map_err(|_| crashed())?
     }
 
+    /// The channel to the thread, cloned out so no lock is held across an
+    /// await; an error once closed.
     fn sender(&self) -> Result<mpsc::Sender<Request>> {
         self.requests
             .lock()
