@@ -111,13 +111,7 @@ impl Docs {
     /// Starts the persister and the idle sweeper; they stop when `Docs` is dropped.
     pub fn start(store: Arc<dyn Store>, clock: Arc<dyn domain::clock::Clock>, idle_unload: Duration) -> Arc<Self> {
         let (queue, rx) = mpsc::channel(8192);
-        let docs = Arc::new(Self {
-            store,
-            slots: DashMap::new(),
-            queue,
-            clock,
-            observer: std::sync::OnceLock::new(),
-        });
+        let docs = Arc::new(Self { store, slots: DashMap::new(), queue, clock, observer: std::sync::OnceLock::new() });
         tokio::spawn(persister(Arc::downgrade(&docs), rx));
         tokio::spawn(sweeper(Arc::downgrade(&docs), idle_unload));
         docs
