@@ -273,22 +273,11 @@ impl Conn {
                     if ready.is_err() {
                         return Ended::Gone;
                     }
-                    let buf = reader.read_buf();
-                    let room = buf.capacity() - buf.len();
-                    match peer.stream().try_read_buf(buf) {
+                    match ws::read_some(peer.stream(), reader.read_buf()) {
                         Ok(0) => return Ended::Gone,
                         Ok(n) => {
                             peer.touch();
                             hot().bytes_in.increment(n as u64);
-                            if n < room {
-                                // A short read drained the socket: forget the
-                                // readiness now instead of learning it from
-                                // one more read that fails (what tokio's own
-                                // `poll_read` does; a newer event is kept).
-                                let _ = peer
-                                    .stream()
-                                    .try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
-                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => return Ended::Gone,
