@@ -102,8 +102,34 @@ pub enum RotateOutcome {
     Invalid,
 }
 
+/// Called once a batch submitted to a [`DocAppender`] is durable (with its
+/// seqs, in batch order) or has failed. Runs on the appender's own thread:
+/// it must be quick and must never block or await.
+pub type Durable = Box<dyn FnOnce(Result<Vec<i64>>) + Send>;
+
+/// An ordered, callback-style way into the document log, for stores that
+/// have a writer of their own (SQLite on a file: its writer thread). The
+/// data plane uses it so that an update goes from the connection to the
+/// writer and from the writer straight to the room's broadcast, with no
+/// task in between.
+#[async_trait]
+pub trait DocAppender: Send + Sync {
+    /// Appends `batch` (not empty) as [`Store::append_doc_updates`] does,
+    /// then calls `then` with the result. Callbacks run one at a time, in
+    /// the order submissions were accepted, so seqs and callbacks follow
+    /// the same order. Waits only while the writer's queue is full. An
+    /// error means the writer is gone: `then` is dropped without a call.
+    async fn submit(&self, batch: Vec<(DocKey, Vec<u8>)>, now: OffsetDateTime, then: Durable) -> Result<()>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The store's ordered document-log appender, if it has one (see
+    /// [`DocAppender`]); otherwise use [`Store::append_doc_updates`].
+    fn doc_appender(&self) -> Option<std::sync::Arc<dyn DocAppender>> {
+        None
+    }
+
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<()>;
 

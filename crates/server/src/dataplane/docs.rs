@@ -1,12 +1,16 @@
 //! Documents at run time: rooms loaded lazily from the store, the ordered
 //! write path, background compaction, and unloading when idle.
 //!
-//! The write path: a connection's write is queued to the persister, which
-//! appends everything queued since its last commit in one transaction, and
-//! only then applies each update to its room (which broadcasts it), in log
-//! order. So a room holds only persisted state, and batching keeps
-//! throughput when many clients write at once without adding a timer to
-//! anyone's latency.
+//! The write path: a write is appended to the document log, and only then
+//! applied to its room (which broadcasts it), in log order. So a room holds
+//! only persisted state. Two ways, by store:
+//! - a store with a [`store::DocAppender`] (SQLite on a file) commits it
+//!   and calls [`durable`] in log order, on whichever thread committed it;
+//! - otherwise (PostgreSQL) a persister task appends everything queued
+//!   since its last commit in one transaction, then applies each write.
+//!
+//! Either way, batching keeps throughput when many clients write at once
+//! without adding a timer to anyone's latency.
 
 use crate::error::ApiError;
 use dashmap::DashMap;
@@ -101,6 +105,14 @@ struct Write {
 
 pub struct Docs {
     store: Arc<dyn Store>,
+    /// The store's ordered appender, if it has one (SQLite on a file): a
+    /// write then goes from its connection's task to the store's writer
+    /// thread, which applies and broadcasts it once committed (one hand-off
+    /// in all). Without one, the persister task below orders the writes.
+    appender: Option<Arc<dyn store::DocAppender>>,
+    /// For spawning from the appender's thread, which is not the runtime's.
+    runtime: tokio::runtime::Handle,
+    me: std::sync::Weak<Docs>,
     slots: DashMap<DocKey, Arc<DocSlot>>,
     queue: mpsc::Sender<Write>,
     clock: Arc<dyn domain::clock::Clock>,
@@ -111,8 +123,21 @@ impl Docs {
     /// Starts the persister and the idle sweeper; they stop when `Docs` is dropped.
     pub fn start(store: Arc<dyn Store>, clock: Arc<dyn domain::clock::Clock>, idle_unload: Duration) -> Arc<Self> {
         let (queue, rx) = mpsc::channel(8192);
-        let docs = Arc::new(Self { store, slots: DashMap::new(), queue, clock, observer: std::sync::OnceLock::new() });
-        tokio::spawn(persister(Arc::downgrade(&docs), rx));
+        let appender = store.doc_appender();
+        let docs = Arc::new_cyclic(|me| Self {
+            appender,
+            runtime: tokio::runtime::Handle::current(),
+            me: me.clone(),
+            store,
+            slots: DashMap::new(),
+            queue,
+            clock,
+            observer: std::sync::OnceLock::new(),
+        });
+        // Only a store without an ordered appender needs the persister.
+        if docs.appender.is_none() {
+            tokio::spawn(persister(Arc::downgrade(&docs), rx));
+        }
         tokio::spawn(sweeper(Arc::downgrade(&docs), idle_unload));
         docs
     }
@@ -186,7 +211,16 @@ impl Docs {
         };
         slot.slot.pending.fetch_add(1, Ordering::AcqRel);
         let w = Write { slot: slot.slot.clone(), room: slot.room.clone(), update, origin, ack, queued: Instant::now() };
-        if self.queue.send(w).await.is_err() {
+        if let Some(appender) = &self.appender {
+            let batch = vec![(w.slot.key.clone(), w.update.clone())];
+            let slot = w.slot.clone();
+            let me = self.me.clone();
+            let then: store::Durable = Box::new(move |result| durable(&me, w, result));
+            if appender.submit(batch, self.clock.now(), then).await.is_err() {
+                slot.pending.fetch_sub(1, Ordering::AcqRel);
+                return Err(ApiError::internal("the document log writer has stopped"));
+            }
+        } else if self.queue.send(w).await.is_err() {
             slot.slot.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::internal("the persister has stopped"));
         }
@@ -280,6 +314,25 @@ fn not_persisted(w: Write) {
     }
 }
 
+/// The appender's answer for one write, on the thread that committed it,
+/// in seq order. On this path the "batch" histogram times each write from
+/// receipt to durable.
+fn durable(docs: &std::sync::Weak<Docs>, w: Write, result: store::Result<Vec<i64>>) {
+    let Some(docs) = docs.upgrade() else { return };
+    super::hot().persist_batch_seconds.record(w.queued.elapsed().as_secs_f64());
+    match result.as_deref() {
+        Ok(&[seq]) => apply(&docs, w, seq),
+        Ok(seqs) => {
+            tracing::error!(seqs = seqs.len(), doc = ?w.slot.key, "one update answered with other than one seq");
+            not_persisted(w);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, doc = ?w.slot.key, "persisting an update failed; its writer is told");
+            not_persisted(w);
+        }
+    }
+}
+
 fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     let slot = &w.slot;
     slot.exists.store(true, Ordering::Release);
@@ -304,7 +357,7 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     if (updates >= COMPACT_AFTER_UPDATES || bytes >= COMPACT_AFTER_BYTES)
         && !slot.compacting.swap(true, Ordering::AcqRel)
     {
-        tokio::spawn(docs.clone().compact(slot.clone(), w.room.clone()));
+        docs.runtime.spawn(docs.clone().compact(slot.clone(), w.room.clone()));
     }
     if let Some(ack) = w.ack {
         let _ = ack.send(Ok(()));

@@ -29,11 +29,11 @@
 
 use super::queries as q;
 use super::{db_err, group_by_doc, secs};
-use crate::{DocKey, Result, StoreError};
+use crate::{DocAppender, DocKey, Durable, Result, StoreError};
 use rusqlite::{Connection, TransactionBehavior, params};
 use sqlx::error::{DatabaseError, ErrorKind};
 use std::borrow::Cow;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,12 +44,45 @@ const QUEUE: usize = 1024;
 /// commit stays short however deep the queue.
 const MAX_MERGED_ENTRIES: usize = 4096;
 
-/// One `append_doc_updates` call, owned so it can cross to the thread.
+/// One `append_doc_updates` call (or [`DocAppender`] submission), owned so
+/// it can cross to the thread.
 struct Request {
     batch: Vec<(DocKey, Vec<u8>)>,
     /// Unix seconds.
     now: i64,
-    reply: oneshot::Sender<Result<Vec<i64>>>,
+    reply: Reply,
+}
+
+/// How a request is answered.
+enum Reply {
+    /// An awaiting caller (`append_doc_updates`).
+    Channel(oneshot::Sender<Result<Vec<i64>>>),
+    /// A callback, run right here on the thread, in order.
+    Call(Durable),
+}
+
+impl Reply {
+    fn send(self, result: Result<Vec<i64>>) {
+        match self {
+            // The caller may have stopped waiting; the append stands.
+            Reply::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+            // A panicking callback must not take the writer (and every
+            // later append) down with it.
+            Reply::Call(then) => {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(result))).is_err() {
+                    tracing::error!("a document log callback panicked");
+                }
+            }
+        }
+    }
+}
+
+impl From<oneshot::Sender<Result<Vec<i64>>>> for Reply {
+    fn from(tx: oneshot::Sender<Result<Vec<i64>>>) -> Self {
+        Reply::Channel(tx)
+    }
 }
 
 /// Handle to the writer thread. Dropping it closes the channel, which ends
@@ -58,6 +91,10 @@ struct Request {
 pub(super) struct DocWriter {
     /// `None` once closed.
     requests: Mutex<Option<mpsc::Sender<Request>>>,
+    /// The writer's connection, shared with its thread (`None` once the
+    /// thread has closed it). Whoever holds the lock commits and runs the
+    /// callbacks of what it committed, so seqs and callbacks keep one order.
+    conn: Arc<Mutex<Option<Connection>>>,
     /// Fails (its sender is dropped) once the thread has closed its
     /// connection and ended, panicking or not. Taken by
     /// [`close`](Self::close) to wait for that without blocking.
@@ -75,15 +112,18 @@ impl DocWriter {
         let (requests, queue) = mpsc::channel(QUEUE);
         let (opened, ready) = oneshot::channel();
         let (ending, ended) = oneshot::channel::<()>();
+        let shared = Arc::new(Mutex::new(None));
+        let conn = shared.clone();
         std::thread::Builder::new()
             .name("wiresocket-doclog".to_owned())
             .spawn(move || {
                 // Dropped last, after the connection.
                 let _ending = ending;
                 match connect() {
-                    Ok(conn) => {
+                    Ok(c) => {
+                        *conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(c);
                         let _ = opened.send(Ok(()));
-                        serve(conn, queue);
+                        serve(&conn, queue);
                     }
                     Err(e) => {
                         let _ = opened.send(Err(lite_err(e)));
@@ -92,25 +132,29 @@ impl DocWriter {
             })
             .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         ready.await.map_err(|_| crashed())??;
-        Ok(Self { requests: Mutex::new(Some(requests)), ended: Mutex::new(Some(ended)) })
+        Ok(Self { requests: Mutex::new(Some(requests)), conn: shared, ended: Mutex::new(Some(ended)) })
     }
 
     /// Hands `batch` to the thread and waits for its seqs. `batch` is not
     /// empty. Once handed over the append runs to its end even if this
     /// future is dropped (as a commit already sent would through sqlx).
     pub(super) async fn append(&self, batch: &[(DocKey, Vec<u8>)], now: OffsetDateTime) -> Result<Vec<i64>> {
-        // Cloned out so no lock is held across the await.
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+        let requests = self.sender()?;
         let (reply, answer) = oneshot::channel();
-        let request = Request { batch: batch.to_vec(), now: secs(now), reply };
+        let request = Request { batch: batch.to_vec(), now: secs(now), reply: Reply::Channel(reply) };
         requests.send(request).await.map_err(|_| crashed())?;
         drop(requests);
         answer.await.map_err(|_| crashed())?
+    }
+
+    /// The channel to the thread, cloned out so no lock is held across an
+    /// await; an error once closed.
+    fn sender(&self) -> Result<mpsc::Sender<Request>> {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
     }
 
     /// Stops taking requests and waits until the thread has answered those
@@ -130,14 +174,63 @@ impl DocWriter {
     }
 }
 
+#[async_trait::async_trait]
+impl DocAppender for DocWriter {
+    /// When nothing is queued and the connection is free, the append runs
+    /// right here, on the caller's thread: no hand-off, so no thread to wake
+    /// (on a busy machine a wake-up can wait milliseconds for a core). It
+    /// does not wait for SQLite's write lock there: if another connection
+    /// holds it, the request goes to the thread, which waits.
+    async fn submit(&self, batch: Vec<(DocKey, Vec<u8>)>, now: OffsetDateTime, then: Durable) -> Result<()> {
+        let requests = self.sender()?;
+        let now = secs(now);
+        if requests.capacity() == requests.max_capacity() {
+            let guard = match self.conn.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut guard) = guard
+                && let Some(conn) = guard.as_mut()
+            {
+                match inline(conn, &batch, now) {
+                    Some(result) => {
+                        Reply::Call(then).send(result.map_err(lite_err));
+                        return Ok(());
+                    }
+                    None => drop(guard),
+                }
+            }
+        }
+        let request = Request { batch, now, reply: Reply::Call(then) };
+        requests.send(request).await.map_err(|_| crashed())
+    }
+}
+
 /// The error for a writer thread that is gone.
 fn crashed() -> StoreError {
     StoreError::Database(sqlx::Error::WorkerCrashed)
 }
 
+/// One append on the caller's thread without waiting for SQLite's write
+/// lock: `None` if another connection holds it (nothing was written).
+fn inline(conn: &mut Connection, batch: &[(DocKey, Vec<u8>)], now: i64) -> Option<rusqlite::Result<Vec<i64>>> {
+    if conn.busy_timeout(std::time::Duration::ZERO).is_err() {
+        return None;
+    }
+    let result = transaction(conn, |tx| append(tx, batch, now));
+    if let Err(e) = conn.busy_timeout(super::sqlite::BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "restoring the writer's busy timeout failed");
+    }
+    match result {
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => None,
+        other => Some(other),
+    }
+}
+
 /// The thread's loop: until every sender is gone, takes the next request
 /// with whatever else is already queued and commits them.
-fn serve(mut conn: Connection, mut queue: mpsc::Receiver<Request>) {
+fn serve(conn: &Mutex<Option<Connection>>, mut queue: mpsc::Receiver<Request>) {
     while let Some(first) = queue.blocking_recv() {
         let mut entries = first.batch.len();
         let mut group = vec![first];
@@ -146,9 +239,16 @@ fn serve(mut conn: Connection, mut queue: mpsc::Receiver<Request>) {
             entries += next.batch.len();
             group.push(next);
         }
-        commit(&mut conn, group);
+        let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_mut() {
+            Some(c) => commit(c, group),
+            None => group.into_iter().for_each(|r| r.reply.send(Err(crashed()))),
+        }
     }
-    if let Err((_, e)) = conn.close() {
+    let closing = conn.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(c) = closing
+        && let Err((_, e)) = c.close()
+    {
         tracing::warn!(error = %e, "closing the document log writer's connection failed");
     }
 }
@@ -162,7 +262,7 @@ fn commit(conn: &mut Connection, group: Vec<Request>) {
         });
         if let Ok(seqs) = merged {
             for (request, seqs) in group.into_iter().zip(seqs) {
-                let _ = request.reply.send(Ok(seqs));
+                request.reply.send(Ok(seqs));
             }
             return;
         }
@@ -170,8 +270,7 @@ fn commit(conn: &mut Connection, group: Vec<Request>) {
     }
     for request in group {
         let result = transaction(conn, |tx| append(tx, &request.batch, request.now));
-        // The caller may have stopped waiting; the append stands.
-        let _ = request.reply.send(result.map_err(lite_err));
+        request.reply.send(result.map_err(lite_err));
     }
 }
 
@@ -284,13 +383,14 @@ impl DatabaseError for LiteError {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::contract::{doc_app, doc_key};
     use crate::sql::SqliteStore;
     use rusqlite::OpenFlags;
     use std::path::PathBuf;
+    use std::sync::Arc;
 
     /// A migrated database file with one app, and a writer connection to it.
     async fn database() -> (SqliteStore, PathBuf, domain::ids::AppId, Connection) {
@@ -309,7 +409,74 @@ mod tests {
 
     fn request(batch: Vec<(DocKey, Vec<u8>)>) -> (Request, oneshot::Receiver<Result<Vec<i64>>>) {
         let (reply, answer) = oneshot::channel();
-        (Request { batch, now: 1_700_000_000, reply }, answer)
+        (Request { batch, now: 1_700_000_000, reply: reply.into() }, answer)
+    }
+
+    /// Submissions from many tasks: each callback sees its own seq, the
+    /// callbacks run in seq order (one at a time, on the writer's thread),
+    /// and a callback that panics does not stop the writer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn submitted_batches_are_called_back_in_seq_order() {
+        let (store, dir, app, _conn) = database().await;
+        let appender = crate::Store::doc_appender(&store).expect("a file-backed store has an appender");
+        let key = doc_key(app, "ordered");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let boom: Durable = Box::new(|_| panic!("a callback that panics"));
+        appender.submit(vec![(key.clone(), vec![0])], OffsetDateTime::now_utc(), boom).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8u8 {
+            let (appender, key, seen) = (appender.clone(), key.clone(), seen.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25u8 {
+                    let seen = seen.clone();
+                    let then: Durable = Box::new(move |r| {
+                        let seq = r.unwrap()[0];
+                        seen.lock().unwrap().push(seq);
+                    });
+                    appender.submit(vec![(key.clone(), vec![t, i])], OffsetDateTime::now_utc(), then).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // The last callbacks may still be running: a plain append queues behind them.
+        crate::Store::append_doc_updates(&store, &[(key.clone(), vec![9])], OffsetDateTime::now_utc()).await.unwrap();
+        let seqs = seen.lock().unwrap().clone();
+        assert_eq!(seqs, (2..=201).collect::<Vec<_>>(), "in seq order, none missing, after the panicking one (seq 1)");
+        assert_eq!(updates(&store, &key).await.len(), 202);
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// With nothing queued the append runs on the caller's thread; when
+    /// another connection holds SQLite's write lock it does not wait there
+    /// but hands over to the writer thread, which waits for the lock.
+    #[tokio::test]
+    async fn an_idle_writer_appends_inline_and_a_held_lock_goes_to_the_thread() {
+        let (store, dir, app, other) = database().await;
+        let appender = crate::Store::doc_appender(&store).unwrap();
+        let key = doc_key(app, "inline");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let then: Durable = Box::new(move |r| tx.send((r.unwrap(), std::thread::current().id())).unwrap());
+        appender.submit(vec![(key.clone(), vec![1])], OffsetDateTime::now_utc(), then).await.unwrap();
+        let (seqs, thread) = rx.try_recv().expect("answered before submit returned");
+        assert_eq!((seqs, thread), (vec![1], std::thread::current().id()));
+
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let then: Durable =
+            Box::new(move |r| tx.send((r.unwrap(), std::thread::current().name().map(str::to_owned))).unwrap());
+        let started = std::time::Instant::now();
+        appender.submit(vec![(key.clone(), vec![2])], OffsetDateTime::now_utc(), then).await.unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "the caller did not wait for the lock");
+        assert!(rx.try_recv().is_err(), "not committed while the lock is held");
+        other.execute_batch("COMMIT").unwrap();
+        let (seqs, thread) = tokio::task::spawn_blocking(move || rx.recv().unwrap()).await.unwrap();
+        assert_eq!((seqs, thread.as_deref()), (vec![2], Some("wiresocket-doclog")));
+        assert_eq!(updates(&store, &key).await, vec![vec![1], vec![2]]);
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// Several queued requests commit together, each answered with its own
@@ -387,7 +554,7 @@ mod tests {
     }
 
     fn writer(requests: mpsc::Sender<Request>) -> DocWriter {
-        DocWriter { requests: Mutex::new(Some(requests)), ended: Mutex::new(None) }
+        DocWriter { requests: Mutex::new(Some(requests)), conn: Arc::new(Mutex::new(None)), ended: Mutex::new(None) }
     }
 
     fn assert_crashed(result: Result<Vec<i64>>) {

@@ -10,7 +10,8 @@
 //! so a plain `BEGIN` is right.
 //!
 //! `$store` also has `fn doc_writer(&self) -> Option<&DocWriter>`: where
-//! document log appends go instead of the pool, if anywhere.
+//! document log appends go instead of the pool, if anywhere, and
+//! `fn ordered_appender(&self)`: the same writer as a `DocAppender`.
 //!
 //! `locks` names the module of `super::queries` holding the statements that
 //! read rows a write transaction then decides on (a signing key's state, a
@@ -882,6 +883,10 @@ macro_rules! impl_store {
                 }
 
                 // ---- documents --------------------------------------------
+                fn doc_appender(&self) -> Option<std::sync::Arc<dyn crate::DocAppender>> {
+                    self.ordered_appender()
+                }
+
                 async fn append_doc_updates(
                     &self,
                     batch: &[(DocKey, Vec<u8>)],

@@ -61,6 +61,12 @@ impl PostgresStore {
         None
     }
 
+    /// None: concurrent appends here commit in any order, so the data
+    /// plane keeps its own ordered persister for this engine.
+    fn ordered_appender(&self) -> Option<std::sync::Arc<dyn crate::DocAppender>> {
+        None
+    }
+
     /// The raw pool, for tests that need to plant rows the trait cannot
     /// write (e.g. corrupt ones). Not for application code: it would
     /// branch storage on the engine.

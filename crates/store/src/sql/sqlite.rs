@@ -20,7 +20,7 @@ const MIGRATIONS: &[MigrationFile] = &[
 const POOL_SIZE: u32 = 4;
 
 /// How long a writer waits for another to finish before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite's own checkpoint threshold, a fallback for [`checkpointer`].
 const AUTOCHECKPOINT_PAGES: u32 = 20_000;
@@ -145,6 +145,11 @@ impl SqliteStore {
     /// Where document log appends go instead of the pool, if anywhere.
     fn doc_writer(&self) -> Option<&DocWriter> {
         self.doc_writer.as_deref()
+    }
+
+    /// The writer as the trait's ordered appender.
+    fn ordered_appender(&self) -> Option<Arc<dyn crate::DocAppender>> {
+        self.doc_writer.clone().map(|w| w as Arc<dyn crate::DocAppender>)
     }
 
     /// The raw pool, for tests that need to plant rows the trait cannot
