@@ -5,7 +5,9 @@
 //!
 //! Every token answer is an RS256 signature plus a refresh-token row written
 //! to the store, so the ratio shows what HTTP, client authentication and
-//! persistence cost on top of the signature itself.
+//! persistence cost on top of the signature itself. A second table times
+//! token verification (what every WebSocket connect pays): ours, with the
+//! key parsed once, beside jsonwebtoken's, which parses it on every call.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use auth::signing::SigningKey;
@@ -60,6 +62,10 @@ async fn token_endpoint_rate(secs: u64, concurrency: usize) -> (f64, u64) {
     let dir = std::env::temp_dir().join(format!("wiresocket-bench-{}", uuid::Uuid::new_v4()));
     let mut config = server::Config::for_data_dir(&dir).unwrap();
     config.listen = "127.0.0.1:0".parse().unwrap();
+    // One client from one address: the per-IP and per-client token limits
+    // (on by default) would answer nearly everything with 429.
+    config.rate_limits.auth_per_ip = None;
+    config.rate_limits.token_per_client = None;
     let app = server::Application::build(config).await.unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -133,6 +139,25 @@ fn main() {
         })
     };
 
+    // Verification: what every WebSocket connect pays.
+    let token = key.sign(&sample_claims()).unwrap();
+    let now = time::OffsetDateTime::from_unix_timestamp(1_999_999_200).unwrap();
+    let ours_verify = {
+        let (vk, token) = (key.verifying_key().unwrap(), token.clone());
+        rate(threads, dur, move || {
+            auth::signing::verify(&token, &vk, now).unwrap();
+        })
+    };
+    let jwt_lib_verify = {
+        let dec = jsonwebtoken::DecodingKey::from_rsa_components(key.public_n(), key.public_e()).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        rate(threads, dur, move || {
+            jsonwebtoken::decode::<Claims>(&token, &dec, &validation).unwrap();
+        })
+    };
+
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (endpoint, failed) = rt.block_on(token_endpoint_rate(secs, concurrency));
 
@@ -142,6 +167,14 @@ fn main() {
     println!("| raw RS256 sign, aws-lc-rs (cached key; what we use)   | {raw:>8.0} | 1.00        |");
     println!("| RS256 encode, jsonwebtoken 11 (aws_lc_rs backend)     | {jwt_lib:>8.0} | {:<11.2} |", jwt_lib / raw);
     println!("| POST /oauth/token client_credentials (HTTP+auth+store)| {endpoint:>8.0} | {:<11.2} |", endpoint / raw);
+    println!();
+    println!("| measure                                               | ops/s    | vs ours     |");
+    println!("|-------------------------------------------------------|----------|-------------|");
+    println!("| RS256 verify + claims, ours (parsed key; what we use) | {ours_verify:>8.0} | 1.00        |");
+    println!(
+        "| RS256 decode, jsonwebtoken 11 (aws_lc_rs backend)     | {jwt_lib_verify:>8.0} | {:<11.2} |",
+        jwt_lib_verify / ours_verify
+    );
     if failed > 0 {
         println!("\n{failed} token requests failed");
     }
