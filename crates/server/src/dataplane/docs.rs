@@ -5,7 +5,13 @@
 //! applied to its room (which broadcasts it), in log order. So a room holds
 //! only persisted state. Two ways, by store:
 //! - a store with a [`store::DocAppender`] (SQLite on a file) commits it
-//!   and calls [`durable`] in log order, on whichever thread committed it;
+//!   and calls [`durable`] in log order, on whichever thread committed it
+//!   and under the log's write lock. That only queues the write on its
+//!   document's lane; the lane is drained (applied and broadcast, in
+//!   order) outside the lock: by the connection's own task right after an
+//!   inline commit, or by a task spawned when the writer thread committed.
+//!   So the next commit never waits for a broadcast, and documents fan out
+//!   on both cores at once;
 //! - otherwise (PostgreSQL) a persister task appends everything queued
 //!   since its last commit in one transaction, then applies each write.
 //!
@@ -44,7 +50,24 @@ pub struct DocSlot {
     compacting: AtomicBool,
     /// Writes queued but not yet applied.
     pending: AtomicUsize,
+    /// Durable writes waiting to be applied, in log order (appender path).
+    lane: std::sync::Mutex<Lane>,
     idle_since: std::sync::Mutex<Option<Instant>>,
+}
+
+/// A document's committed writes on their way into its room. One drainer
+/// at a time (`draining`), so they are applied in the order queued.
+#[derive(Default)]
+struct Lane {
+    queue: std::collections::VecDeque<(Write, i64)>,
+    draining: bool,
+}
+
+thread_local! {
+    /// Set while a connection's task submits a write: a commit made inline
+    /// (on this thread) leaves its lane here for that task to drain.
+    static SUBMITTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static TO_DRAIN: std::cell::RefCell<Vec<Arc<DocSlot>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl DocSlot {
@@ -59,6 +82,7 @@ impl DocSlot {
             log_bytes: AtomicU64::new(0),
             compacting: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
+            lane: std::sync::Mutex::new(Lane::default()),
             idle_since: std::sync::Mutex::new(None),
         }
     }
@@ -216,7 +240,15 @@ impl Docs {
             let slot = w.slot.clone();
             let me = self.me.clone();
             let then: store::Durable = Box::new(move |result| durable(&me, w, result));
-            if appender.submit(batch, self.clock.now(), then).await.is_err() {
+            SUBMITTING.with(|s| s.set(true));
+            let submitted = appender.submit(batch, self.clock.now(), then).await;
+            SUBMITTING.with(|s| s.set(false));
+            // An inline commit left its lane to us: apply it now, on this
+            // thread, before anything else runs here.
+            for slot in TO_DRAIN.with(|t| std::mem::take(&mut *t.borrow_mut())) {
+                drain(&self.me, &slot);
+            }
+            if submitted.is_err() {
                 slot.pending.fetch_sub(1, Ordering::AcqRel);
                 return Err(ApiError::internal("the document log writer has stopped"));
             }
@@ -321,7 +353,23 @@ fn durable(docs: &std::sync::Weak<Docs>, w: Write, result: store::Result<Vec<i64
     let Some(docs) = docs.upgrade() else { return };
     super::hot().persist_batch_seconds.record(w.queued.elapsed().as_secs_f64());
     match result.as_deref() {
-        Ok(&[seq]) => apply(&docs, w, seq),
+        Ok(&[seq]) => {
+            let slot = w.slot.clone();
+            let start = {
+                let mut lane = slot.lane.lock().unwrap_or_else(|e| e.into_inner());
+                lane.queue.push_back((w, seq));
+                !std::mem::replace(&mut lane.draining, true)
+            };
+            // Otherwise its drainer is at work and takes this one too.
+            if start {
+                if SUBMITTING.with(std::cell::Cell::get) {
+                    TO_DRAIN.with(|t| t.borrow_mut().push(slot));
+                } else {
+                    let me = Arc::downgrade(&docs);
+                    docs.runtime.spawn(async move { drain(&me, &slot) });
+                }
+            }
+        }
         Ok(seqs) => {
             tracing::error!(seqs = seqs.len(), doc = ?w.slot.key, "one update answered with other than one seq");
             not_persisted(w);
@@ -329,6 +377,27 @@ fn durable(docs: &std::sync::Weak<Docs>, w: Write, result: store::Result<Vec<i64
         Err(e) => {
             tracing::error!(error = %e, doc = ?w.slot.key, "persisting an update failed; its writer is told");
             not_persisted(w);
+        }
+    }
+}
+
+/// Applies a document's queued writes in order until its lane is empty.
+fn drain(docs: &std::sync::Weak<Docs>, slot: &DocSlot) {
+    let docs = docs.upgrade();
+    loop {
+        let next = {
+            let mut lane = slot.lane.lock().unwrap_or_else(|e| e.into_inner());
+            let next = lane.queue.pop_front();
+            if next.is_none() {
+                lane.draining = false;
+            }
+            next
+        };
+        let Some((w, seq)) = next else { return };
+        match &docs {
+            Some(docs) => apply(docs, w, seq),
+            // Shutting down: it is durable, just not applied here.
+            None => not_persisted(w),
         }
     }
 }
