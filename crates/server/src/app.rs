@@ -140,7 +140,17 @@ impl Application {
         let dispatcher = crate::webhooks::dispatch::Dispatcher::new(state.clone(), self.webhook_client);
         let dispatcher = tokio::spawn(dispatcher.run(stopped));
         tracing::info!(addr = %self.addr, public_url = %self.state.public_url, "wiresocket listening");
-        let result = serve_http1(self.listener, self.router, shutdown).await;
+        // Accepting on a runtime worker (not the thread that called us):
+        // a connection's task then starts on that worker's own queue,
+        // without waking another thread for it. In a JoinSet, so dropping
+        // this future still stops the accept loop.
+        let mut accepting = tokio::task::JoinSet::new();
+        accepting.spawn(serve_http1(self.listener, self.router, shutdown));
+        let result = match accepting.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(std::io::Error::other(e)),
+            None => Ok(()),
+        };
         purge.abort();
         caches.abort();
         supervisor.abort();

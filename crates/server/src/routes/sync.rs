@@ -202,10 +202,11 @@ impl Conn {
         metrics::gauge!("wiresocket_connections_open").increment(1.0);
         metrics::counter!("wiresocket_connections_total").increment(1);
 
-        let (ended, client_closed) = match Box::pin(self.serve(&peer, &mut reader, &slot, conn, reg)).await {
-            Ended::ClientClosed(code) => (Some(CloseReason { code: echo_code(code), reason: "" }), true),
-            Ended::Close(reason) => (Some(reason), false),
-            Ended::Gone => (None, false),
+        let ended_by = Box::pin(self.serve(&peer, &mut reader, &slot, conn, reg)).await;
+        let (ended, client_closed) = match &ended_by {
+            Ended::ClientClosed(code) => (Some(CloseReason { code: echo_code(*code), reason: "" }), true),
+            Ended::Close(reason) => (Some(*reason), false),
+            Ended::Closing | Ended::Gone => (None, false),
         };
         slot.room.disconnect(conn);
         self.state.registry.remove(reg);
@@ -216,7 +217,11 @@ impl Conn {
         if let Some(reason) = peer.closing() {
             metrics::counter!("wiresocket_closes_total", "code" => reason.code.to_string()).increment(1);
         }
-        finish(&peer, &mut reader, client_closed).await;
+        // A client that hung up (or a broken socket) gets no goodbye: there
+        // is nobody left to read it.
+        if !matches!(ended_by, Ended::Gone) {
+            finish(&peer, &mut reader, client_closed).await;
+        }
         metrics::gauge!("wiresocket_connections_open").decrement(1.0);
     }
 
@@ -257,8 +262,11 @@ impl Conn {
                 }
             }
             reader.release();
-            if peer.closing().is_some() || peer.is_broken() {
+            if peer.is_broken() {
                 return Ended::Gone;
+            }
+            if peer.closing().is_some() {
+                return Ended::Closing;
             }
             let wants_write = peer.wants_write();
             tokio::select! {
@@ -335,7 +343,9 @@ enum Ended {
     ClientClosed(Option<u16>),
     /// This side ends the connection with this close.
     Close(CloseReason),
-    /// The socket is gone, or a close was already queued from elsewhere.
+    /// A close was queued from elsewhere (supervisor, revocation, slow).
+    Closing,
+    /// The client hung up, or the socket failed.
     Gone,
 }
 
