@@ -130,9 +130,10 @@ struct Write {
 pub struct Docs {
     store: Arc<dyn Store>,
     /// The store's ordered appender, if it has one (SQLite on a file): a
-    /// write then goes from its connection's task to the store's writer
-    /// thread, which applies and broadcasts it once committed (one hand-off
-    /// in all). Without one, the persister task below orders the writes.
+    /// write then goes from its connection's task to the document log's
+    /// writer (inline when it is idle), which queues it on its document's
+    /// lane once committed. Without one, the persister task below orders
+    /// the writes.
     appender: Option<Arc<dyn store::DocAppender>>,
     /// For spawning from the appender's thread, which is not the runtime's.
     runtime: tokio::runtime::Handle,
