@@ -373,7 +373,7 @@ async fn finish(peer: &Peer, reader: &mut FrameReader, client_closed: bool) {
             if peer.stream().readable().await.is_err() {
                 return;
             }
-            match peer.stream().try_read_buf(reader.read_buf()) {
+            match ws::read_some(peer.stream(), reader.read_buf()) {
                 Ok(0) => return,
                 Ok(_) => loop {
                     match reader.next_event() {
