@@ -961,10 +961,12 @@ macro_rules! impl_store {
                 ) -> Result<()> {
                     let app_id = key.app_id.to_string();
                     let mut tx = self.write_tx().await?;
+                    let snapshot_bytes =
+                        i64::try_from(snapshot.len()).map_err(|_| StoreError::Conflict("snapshot_too_large"))?;
                     let stored = sqlx::query(q::SET_DOC_SNAPSHOT)
                         .bind(&app_id)
                         .bind(&key.name)
-                        .bind(snapshot)
+                        .bind(snapshot_bytes)
                         .bind(upto_seq)
                         .bind(secs(now))
                         .execute(&mut *tx)
@@ -984,6 +986,13 @@ macro_rules! impl_store {
                             Some(_) => StoreError::Conflict("seq_out_of_range"),
                         });
                     }
+                    sqlx::query(q::PUT_DOC_SNAPSHOT)
+                        .bind(&app_id)
+                        .bind(&key.name)
+                        .bind(snapshot)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
                     sqlx::query(q::DELETE_DOC_UPDATES_UPTO)
                         .bind(&app_id)
                         .bind(&key.name)

@@ -10,6 +10,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (2, "documents", include_str!("../../migrations/postgres/0002_documents.sql")),
     (3, "security", include_str!("../../migrations/postgres/0003_security.sql")),
     (4, "members", include_str!("../../migrations/postgres/0004_members.sql")),
+    (5, "doc_snapshots", include_str!("../../migrations/postgres/0005_doc_snapshots.sql")),
 ];
 
 const POOL_SIZE: u32 = 10;

@@ -288,23 +288,31 @@ pub fn insert_doc_updates(remaining: usize) -> (usize, &'static str) {
 }
 
 /// The whole state in one statement, hence from one snapshot of the data
-/// even under PostgreSQL's READ COMMITTED: the doc row (`part` 0: snapshot
-/// and `last_seq`), then its log in seq order (`part` 1). The log holds only
+/// even under PostgreSQL's READ COMMITTED: the doc row with its snapshot
+/// (`part` 0: the snapshot, NULL before the first compaction, and
+/// `last_seq`), then its log in seq order (`part` 1). The log holds only
 /// entries after the snapshot (compaction deletes the rest in the same
 /// transaction that stores the snapshot).
-pub const LOAD_DOC: &str = "SELECT CAST(0 AS BIGINT) AS part, snapshot AS data, snapshot_seq AS seq, last_seq \
-     FROM documents WHERE app_id = $1 AND name = $2 \
+pub const LOAD_DOC: &str = "SELECT CAST(0 AS BIGINT) AS part, s.data AS data, d.snapshot_seq AS seq, d.last_seq \
+     FROM documents d LEFT JOIN doc_snapshots s ON s.app_id = d.app_id AND s.name = d.name \
+     WHERE d.app_id = $1 AND d.name = $2 \
      UNION ALL \
      SELECT CAST(1 AS BIGINT), data, seq, CAST(NULL AS BIGINT) FROM doc_updates WHERE app_id = $1 AND name = $2 \
      ORDER BY part, seq";
-/// Stores the snapshot if it covers at least what the stored one does and
-/// no seq beyond the last assigned. On PostgreSQL this takes the row lock
-/// first, so no append for the doc can commit until the compaction has.
-pub const SET_DOC_SNAPSHOT: &str = "UPDATE documents SET snapshot = $3, snapshot_seq = $4, compacted_at = $5 \
+/// Moves the doc's snapshot mark to `$4` (`$3` is the new snapshot's
+/// length) if that covers at least what the stored snapshot does and no
+/// seq beyond the last assigned; the caller then stores the snapshot with
+/// [`PUT_DOC_SNAPSHOT`]. On PostgreSQL this takes the row lock first, so no
+/// append for the doc can commit until the compaction has.
+pub const SET_DOC_SNAPSHOT: &str = "UPDATE documents SET snapshot_seq = $4, snapshot_bytes = $3, compacted_at = $5 \
      WHERE app_id = $1 AND name = $2 AND snapshot_seq <= $4 AND last_seq >= $4";
+/// The snapshot lives in a table of its own: the doc row, which every
+/// append rewrites, stays small (see migration 0005).
+pub const PUT_DOC_SNAPSHOT: &str = "INSERT INTO doc_snapshots (app_id, name, data) VALUES ($1, $2, $3) \
+     ON CONFLICT (app_id, name) DO UPDATE SET data = excluded.data";
 pub const GET_DOC_SEQS: &str = "SELECT snapshot_seq, last_seq FROM documents WHERE app_id = $1 AND name = $2";
 pub const DELETE_DOC_UPDATES_UPTO: &str = "DELETE FROM doc_updates WHERE app_id = $1 AND name = $2 AND seq <= $3";
-pub const RECOUNT_DOC_SIZE: &str = "UPDATE documents SET size_bytes = COALESCE(LENGTH(snapshot), 0) + \
+pub const RECOUNT_DOC_SIZE: &str = "UPDATE documents SET size_bytes = snapshot_bytes + \
      COALESCE((SELECT SUM(LENGTH(u.data)) FROM doc_updates u WHERE u.app_id = $1 AND u.name = $2), 0) \
      WHERE app_id = $1 AND name = $2";
 pub const GET_DOC: &str = concat!("SELECT ", doc_cols!(), " FROM documents WHERE app_id = $1 AND name = $2");
@@ -316,9 +324,9 @@ pub const DELETE_DOC: &str = "DELETE FROM documents WHERE app_id = $1 AND name =
 pub const COUNT_DOCS: &str = "SELECT COUNT(*) AS n FROM documents WHERE app_id = $1";
 /// From the doc row alone, by the invariants in the migration: the log is
 /// seqs `snapshot_seq + 1 ..= last_seq`, and `size_bytes` is the snapshot
-/// plus the log. (Neither engine reads a large value to answer `LENGTH`.)
+/// plus the log.
 pub const DOC_LOG_STATS: &str = "SELECT last_seq - snapshot_seq AS n, \
-     size_bytes - COALESCE(LENGTH(snapshot), 0) AS bytes FROM documents WHERE app_id = $1 AND name = $2";
+     size_bytes - snapshot_bytes AS bytes FROM documents WHERE app_id = $1 AND name = $2";
 
 // ---- audit -----------------------------------------------------------------
 pub const INSERT_AUDIT: &str = "INSERT INTO audit_events \

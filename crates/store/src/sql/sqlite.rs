@@ -13,6 +13,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (2, "documents", include_str!("../../migrations/sqlite/0002_documents.sql")),
     (3, "security", include_str!("../../migrations/sqlite/0003_security.sql")),
     (4, "members", include_str!("../../migrations/sqlite/0004_members.sql")),
+    (5, "doc_snapshots", include_str!("../../migrations/sqlite/0005_doc_snapshots.sql")),
 ];
 
 /// SQLite serialises writers anyway; a few connections let reads run
@@ -231,6 +232,91 @@ mod tests {
         assert_eq!(store.list_signing_keys(b).await.unwrap()[0].state, KeyState::Active);
     }
 
+    /// Documents compacted before migration 5 keep their snapshots, sizes
+    /// and logs once the snapshots have moved to their own table.
+    #[tokio::test]
+    async fn migration_5_moves_snapshots_out_of_the_document_row() {
+        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .unwrap();
+        migrator(&MIGRATIONS[..4]).run(&pool).await.unwrap();
+        let app = crate::contract::doc_app(&SqliteStore { pool: pool.clone(), doc_writer: None }).await;
+        // "compacted": a 5-byte snapshot for seqs 1..=3, then seq 4 in the
+        // log; "fresh": never compacted, seq 1 in the log.
+        for (name, snapshot, snapshot_seq, size) in [("compacted", Some(&b"snap!"[..]), 3, 7), ("fresh", None, 0, 2)] {
+            sqlx::query(
+                "INSERT INTO documents (app_id, name, snapshot, snapshot_seq, last_seq, size_bytes, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $4 + 1, $5, 0, 0)",
+            )
+            .bind(app.id.to_string())
+            .bind(name)
+            .bind(snapshot)
+            .bind(snapshot_seq)
+            .bind(size)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO doc_updates (app_id, name, seq, data) VALUES ($1, $2, $3 + 1, x'0102')")
+                .bind(app.id.to_string())
+                .bind(name)
+                .bind(snapshot_seq)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::migrated(pool).await.unwrap();
+        let compacted = crate::contract::doc_key(app.id, "compacted");
+        let state = store.load_doc(&compacted).await.unwrap().unwrap();
+        assert_eq!(
+            (state.snapshot.as_deref(), state.updates, state.last_seq),
+            (Some(&b"snap!"[..]), vec![vec![1, 2]], 4)
+        );
+        assert_eq!(store.doc_log_stats(&compacted).await.unwrap(), (1, 2));
+        assert_eq!(store.get_doc(&compacted).await.unwrap().unwrap().size_bytes, 7);
+        let fresh = crate::contract::doc_key(app.id, "fresh");
+        let state = store.load_doc(&fresh).await.unwrap().unwrap();
+        assert_eq!((state.snapshot, state.updates, state.last_seq), (None, vec![vec![1, 2]], 1));
+        assert_eq!(store.doc_log_stats(&fresh).await.unwrap(), (1, 2));
+        // Appending after the migration goes on from the old seqs.
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(store.append_doc_updates(&[(compacted, vec![3])], now).await.unwrap(), vec![5]);
+    }
+
+    /// Every append rewrites its document's row, and SQLite rewrites a row
+    /// whole (reading all of it): the row must not hold the snapshot, or
+    /// each append to a compacted document reads the entire snapshot.
+    #[tokio::test]
+    async fn the_row_an_append_rewrites_stays_small_after_compaction() {
+        let (store, dir) = file_store().await;
+        let app = crate::contract::doc_app(&store).await;
+        let key = crate::contract::doc_key(app.id, "big");
+        let now = OffsetDateTime::now_utc();
+        let seq = store.append_doc_updates(&[(key.clone(), vec![1; 1024])], now).await.unwrap()[0];
+        store.compact_doc(&key, &vec![7; 1024 * 1024], seq, now).await.unwrap();
+        store.append_doc_updates(&[(key.clone(), vec![2])], now).await.unwrap();
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('documents')").fetch_all(&store.pool).await.unwrap();
+        assert!(columns.len() >= 5, "{columns:?}");
+        for column in columns {
+            let len: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT LENGTH(\"{column}\") FROM documents WHERE name = 'big'"
+            )))
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+            assert!(len.unwrap_or(0) < 256, "documents.{column} holds {len:?} bytes");
+        }
+        assert_eq!(store.load_doc(&key).await.unwrap().unwrap().snapshot, Some(vec![7; 1024 * 1024]));
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A fresh file-backed store in a directory of its own.
     async fn file_store() -> (SqliteStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("doclog-{}", uuid::Uuid::new_v4()));
@@ -346,6 +432,18 @@ mod tests {
         }
         let took = started.elapsed();
         println!("10000 sequential single-entry appends: {took:?} ({:?} each)", took / 10_000);
+        // The same on a document compacted into a 10 MiB snapshot.
+        let big = crate::contract::doc_key(app.id, "compacted");
+        let seq = store.append_doc_updates(&[(big.clone(), vec![0])], now).await.unwrap()[0];
+        let snapshot: Vec<u8> =
+            (0..10 * 1024 * 1024_u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        store.compact_doc(&big, &snapshot, seq, now).await.unwrap();
+        let started = std::time::Instant::now();
+        for n in 0..1_000_u32 {
+            store.append_doc_updates(&[(big.clone(), n.to_le_bytes().to_vec())], now).await.unwrap();
+        }
+        let took = started.elapsed();
+        println!("1000 appends to a doc with a 10 MiB snapshot: {took:?} ({:?} each)", took / 1_000);
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
