@@ -4,7 +4,8 @@
 //!
 //! `bench/run-sync-bench` builds and installs everything, then runs
 //! `sync-bench [--peers wiresocket,y-sweet,reference] [--docs N] [--subs M]
-//! [--rate R] [--secs S] [--storm N] [--storm-concurrency C] [--idle K]`.
+//! [--rate R] [--secs S] [--storm N] [--storm-concurrency C] [--idle K]
+//! [--rounds N]`.
 //!
 //! Scenarios, each on a freshly started server:
 //! - **fan-out**: N docs × (1 writer + M subscribers); each writer sends R
@@ -18,6 +19,13 @@
 //!   the server's sync step 2 arriving. Reports p50/p99 and connects/s.
 //! - **idle**: K connections spread over 100 docs, held open; reports the
 //!   server's RSS growth per connection (/proc VmRSS).
+//!
+//! With `--rounds N` every peer runs every scenario N times, the peers
+//! taking turns (each round starts with the next peer, so none always runs
+//! first on a cold or a warm machine). The table then shows each metric's
+//! median over the rounds, and the WireSocket/y-sweet ratio of each round
+//! for the metrics with goals: on a shared two-core machine one run's
+//! tail latency says little.
 //!
 //! WireSocket persists every update before broadcasting it; y-sweet
 //! checkpoints every 10 s; the reference server keeps documents in memory
@@ -50,6 +58,7 @@ struct Opts {
     storm: usize,
     storm_concurrency: usize,
     idle: usize,
+    rounds: usize,
     wiresocket_bin: PathBuf,
     ysweet_bin: PathBuf,
     reference_script: PathBuf,
@@ -66,6 +75,7 @@ fn parse_opts() -> Opts {
         storm: 2000,
         storm_concurrency: 64,
         idle: 10_000,
+        rounds: 1,
         wiresocket_bin: root.join("../target/release/wiresocket"),
         ysweet_bin: root.join("peers/bin/y-sweet"),
         reference_script: root.join("peers/node_modules/@y/websocket-server/src/server.js"),
@@ -83,6 +93,7 @@ fn parse_opts() -> Opts {
             "--storm" => o.storm = v.parse().expect("--storm N"),
             "--storm-concurrency" => o.storm_concurrency = v.parse().expect("--storm-concurrency C"),
             "--idle" => o.idle = v.parse().expect("--idle K"),
+            "--rounds" => o.rounds = v.parse::<usize>().expect("--rounds N").max(1),
             "--wiresocket-bin" => o.wiresocket_bin = v.into(),
             "--ysweet-bin" => o.ysweet_bin = v.into(),
             "--reference-script" => o.reference_script = v.into(),
@@ -568,6 +579,9 @@ fn print_table(o: &Opts, rows: &[(String, Row)]) {
         "fan-out: {} docs x ({} subscribers + 1 writer) x {} updates/s for {} s; storm: {} connects, {} in flight; idle: {} conns",
         o.docs, o.subs, o.rate, o.secs, o.storm, o.storm_concurrency, o.idle
     );
+    if o.rounds > 1 {
+        println!("medians over {} rounds (delivery counts summed)", o.rounds);
+    }
     let ratio = rows.iter().any(|(p, _)| p == "wiresocket") && rows.iter().any(|(p, _)| p == "y-sweet");
     print!("| {:<34} |", "metric");
     for (peer, _) in rows {
@@ -606,32 +620,129 @@ fn print_table(o: &Opts, rows: &[(String, Row)]) {
 #[tokio::main]
 async fn main() {
     let o = parse_opts();
-    let mut rows = Vec::new();
-    for peer in &o.peers {
-        let mut row = Row::new();
-        row.insert(
-            "persists every update",
-            match peer.as_str() {
-                "wiresocket" => "yes".into(),
-                "y-sweet" => "10 s ckpt".into(),
-                _ => "no (memory)".into(),
-            },
-        );
-        eprintln!("== {peer}: fan-out");
-        let s = Server::start(peer, &o).await;
-        fan_out(&s, &o, &mut row).await;
-        s.stop();
-        eprintln!("== {peer}: connect storm");
-        let s = Server::start(peer, &o).await;
-        connect_storm(&s, &o, &mut row).await;
-        s.stop();
-        if o.idle > 0 {
-            eprintln!("== {peer}: {} idle connections", o.idle);
-            let s = Server::start(peer, &o).await;
-            idle(&s, &o, &mut row).await;
-            s.stop();
+    let mut rounds: Vec<Vec<(String, Row)>> = Vec::new();
+    for round in 0..o.rounds {
+        let mut rows = Vec::new();
+        if o.rounds > 1 {
+            eprintln!("== round {} of {}", round + 1, o.rounds);
         }
-        rows.push((peer.clone(), row));
+        for i in 0..o.peers.len() {
+            let peer = &o.peers[(round + i) % o.peers.len()];
+            rows.push((peer.clone(), run_peer(peer, &o).await));
+        }
+        rows.sort_by_key(|(peer, _)| o.peers.iter().position(|p| p == peer));
+        rounds.push(rows);
     }
-    print_table(&o, &rows);
+    let merged: Vec<(String, Row)> = o
+        .peers
+        .iter()
+        .map(|peer| {
+            let runs: Vec<&Row> =
+                rounds.iter().filter_map(|r| r.iter().find(|(p, _)| p == peer).map(|(_, row)| row)).collect();
+            (peer.clone(), merge_rounds(&runs))
+        })
+        .collect();
+    print_table(&o, &merged);
+    if o.rounds > 1 {
+        print_round_ratios(&rounds);
+    }
+}
+
+/// Every scenario once against `peer`, each on a freshly started server.
+async fn run_peer(peer: &str, o: &Opts) -> Row {
+    let mut row = Row::new();
+    row.insert(
+        "persists every update",
+        match peer {
+            "wiresocket" => "yes".into(),
+            "y-sweet" => "10 s ckpt".into(),
+            _ => "no (memory)".into(),
+        },
+    );
+    eprintln!("== {peer}: fan-out");
+    let s = Server::start(peer, o).await;
+    fan_out(&s, o, &mut row).await;
+    s.stop();
+    eprintln!("== {peer}: connect storm");
+    let s = Server::start(peer, o).await;
+    connect_storm(&s, o, &mut row).await;
+    s.stop();
+    if o.idle > 0 {
+        eprintln!("== {peer}: {} idle connections", o.idle);
+        let s = Server::start(peer, o).await;
+        idle(&s, o, &mut row).await;
+        s.stop();
+    }
+    row
+}
+
+/// One row from a peer's rounds: the median of a number; of an `a / b`
+/// pair, the sums for delivery counts and the largest of each side for
+/// the rest (histogram bounds); anything else as the first round had it.
+fn merge_rounds(runs: &[&Row]) -> Row {
+    let mut merged = Row::new();
+    let Some(first) = runs.first() else { return merged };
+    for (&key, value) in first.iter() {
+        let values: Vec<&str> = runs.iter().filter_map(|r| r.get(key).map(String::as_str)).collect();
+        let numbers: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
+        let pairs: Option<Vec<(f64, f64)>> = values
+            .iter()
+            .map(|v| {
+                let (a, b) = v.split_once(" / ")?;
+                Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+            })
+            .collect();
+        let out = if let Some(mut numbers) = numbers.filter(|n| !n.is_empty()) {
+            numbers.sort_by(f64::total_cmp);
+            let n = numbers.len();
+            let median = if n % 2 == 1 { numbers[n / 2] } else { (numbers[n / 2 - 1] + numbers[n / 2]) / 2.0 };
+            let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+            format!("{median:.decimals$}")
+        } else if let Some(pairs) = pairs.filter(|p| !p.is_empty()) {
+            let (a, b) = if key.contains("delivered") || key.contains("held") {
+                pairs.iter().fold((0.0, 0.0), |(x, y), (a, b)| (x + a, y + b))
+            } else {
+                pairs.iter().fold((f64::MIN, f64::MIN), |(x, y), (a, b)| (x.max(*a), y.max(*b)))
+            };
+            format!("{a} / {b}")
+        } else {
+            value.clone()
+        };
+        merged.insert(key, out);
+    }
+    merged
+}
+
+/// The metrics with goals, as the WireSocket/y-sweet ratio of each round.
+const GOAL_METRICS: &[&str] = &[
+    "fan-out p99 (ms)",
+    "fan-out max (ms)",
+    "server CPU µs / delivered update",
+    "connects/s",
+    "server CPU ms / connect",
+    "RSS KiB / idle conn",
+];
+
+fn print_round_ratios(rounds: &[Vec<(String, Row)>]) {
+    let value = |rows: &[(String, Row)], peer: &str, key: &str| {
+        rows.iter().find(|(p, _)| p == peer).and_then(|(_, r)| r.get(key)).and_then(|v| v.parse::<f64>().ok())
+    };
+    println!();
+    println!("per round (WireSocket value, then WireSocket/y-sweet):");
+    for key in GOAL_METRICS {
+        let cells: Vec<String> = rounds
+            .iter()
+            .filter_map(|rows| {
+                let ws = value(rows, "wiresocket", key)?;
+                let ys = value(rows, "y-sweet", key).filter(|v| *v != 0.0);
+                Some(match ys {
+                    Some(ys) => format!("{ws} ({:.2})", ws / ys),
+                    None => format!("{ws}"),
+                })
+            })
+            .collect();
+        if !cells.is_empty() {
+            println!("| {key:<34} | {} |", cells.join(" | "));
+        }
+    }
 }
