@@ -33,6 +33,7 @@ fn sample_claims() -> Claims {
         docs: None,
         access: None,
         name: None,
+        nbf: None,
     }
 }
 

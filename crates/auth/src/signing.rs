@@ -265,16 +265,6 @@ pub fn token_kid(token: &str) -> Result<String, JwtError> {
     read_header(token)?.kid.ok_or(JwtError::Malformed)
 }
 
-/// Payload as verified: the claims, plus `nbf` which [`Claims`] does not
-/// carry but which must be honoured if a token ever has it.
-#[derive(Deserialize)]
-struct VerifiedPayload {
-    #[serde(flatten)]
-    claims: Claims,
-    #[serde(default)]
-    nbf: Option<i64>,
-}
-
 /// Verifies an access token against one key at time `now`: RS256 only,
 /// `typ` `at+jwt`, header kid equal to the key's, signature, then
 /// `exp > now` (no leeway), `iat` and `nbf` at most 60 s ahead, and
@@ -304,15 +294,14 @@ pub fn verify(token: &str, key: &VerifyingKey, now: OffsetDateTime) -> Result<Cl
     key.parsed.verify_sig(signed.as_bytes(), &signature).map_err(|_| JwtError::BadSignature)?;
     // Only signed bytes are parsed as claims.
     let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| JwtError::Malformed)?;
-    let payload: VerifiedPayload = serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)?;
 
     let now = now.unix_timestamp();
-    let claims = payload.claims;
     if claims.exp <= now {
         return Err(JwtError::Expired);
     }
     let latest_start = now.saturating_add(IAT_SKEW_SECONDS);
-    if claims.iat > latest_start || payload.nbf.is_some_and(|nbf| nbf > latest_start) {
+    if claims.iat > latest_start || claims.nbf.is_some_and(|nbf| nbf > latest_start) {
         return Err(JwtError::NotYetValid);
     }
     if claims.aud != domain::AUDIENCE {
@@ -399,6 +388,7 @@ mod tests {
             docs: Some(vec!["notes/*".into()]),
             access: Some(domain::claims::Access::Read),
             name: Some("Ada \"the\" Lovelace ✓".into()),
+            nbf: None,
         }
     }
 
@@ -466,14 +456,8 @@ mod tests {
 
     #[test]
     fn nbf_in_the_future_is_refused() {
-        #[derive(Serialize)]
-        struct WithNbf {
-            #[serde(flatten)]
-            claims: Claims,
-            nbf: i64,
-        }
-        let claims = claims_at(now());
-        let token = key().sign(&WithNbf { nbf: now().unix_timestamp() + 120, claims: claims.clone() }).unwrap();
+        let claims = Claims { nbf: Some(now().unix_timestamp() + 120), ..claims_at(now()) };
+        let token = key().sign(&claims).unwrap();
         assert_eq!(verify(&token, &vk(), now()), Err(JwtError::NotYetValid));
         assert_eq!(verify(&token, &vk(), now() + Duration::seconds(60)), Ok(claims));
     }

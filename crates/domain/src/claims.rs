@@ -53,6 +53,10 @@ pub struct Claims {
     /// Client tokens: the end user's display name, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Not before. Our issuer never sets it; a token that has it is
+    /// refused until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
 }
 
 impl Claims {

@@ -59,6 +59,7 @@ impl AppState {
             docs: None,
             access: None,
             name: None,
+            nbf: None,
         }
     }
 
