@@ -111,6 +111,17 @@ impl Application {
             clock,
             metrics,
         });
+        // A damaged room's clients reconnect, to the room reloaded from the store.
+        let registry = Arc::downgrade(&state.registry);
+        state.docs.on_damaged(Box::new(move |key| {
+            let reloading = crate::dataplane::CloseReason {
+                code: crate::dataplane::close::TRY_AGAIN,
+                reason: "document reloading",
+            };
+            if let Some(registry) = registry.upgrade() {
+                registry.close_where(reloading, |c| &c.doc == key);
+            }
+        }));
         let router = router(state.clone());
         Ok(Self { listener, addr, router, state, webhook_client })
     }

@@ -52,6 +52,12 @@ pub struct DocSlot {
     pending: AtomicUsize,
     /// Durable writes waiting to be applied, in log order (appender path).
     lane: std::sync::Mutex<Lane>,
+    /// The room is damaged (an apply panicked inside yrs; see the sync
+    /// crate's "Damage"): it takes no more writes, its clients have been
+    /// told to reconnect, and the next open replaces the slot with one
+    /// loaded afresh from the store, once every write made through this
+    /// one has settled (`pending` is 0), so the reload holds them all.
+    retired: AtomicBool,
     idle_since: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -83,6 +89,7 @@ impl DocSlot {
             compacting: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             lane: std::sync::Mutex::new(Lane::default()),
+            retired: AtomicBool::new(false),
             idle_since: std::sync::Mutex::new(None),
         }
     }
@@ -142,6 +149,25 @@ pub struct Docs {
     queue: mpsc::Sender<Write>,
     clock: Arc<dyn domain::clock::Clock>,
     observer: std::sync::OnceLock<Arc<dyn WriteObserver>>,
+    /// Told when a document's room is retired as damaged, to close its
+    /// connections (they reconnect to the reloaded room).
+    on_damaged: std::sync::OnceLock<DamageHook>,
+}
+
+/// See [`Docs::on_damaged`].
+pub type DamageHook = Box<dyn Fn(&DocKey) + Send + Sync>;
+
+/// The error code of a write or open refused while a damaged room is
+/// being replaced.
+pub const RELOADING: &str = "document_reloading";
+
+/// A write or open refused while a damaged room is being replaced (503).
+pub fn reloading() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        RELOADING,
+        "the document is being reloaded; retry in a moment",
+    )
 }
 
 impl Docs {
@@ -158,6 +184,7 @@ impl Docs {
             queue,
             clock,
             observer: std::sync::OnceLock::new(),
+            on_damaged: std::sync::OnceLock::new(),
         });
         // Only a store without an ordered appender needs the persister.
         if docs.appender.is_none() {
@@ -172,10 +199,24 @@ impl Docs {
         let _ = self.observer.set(observer);
     }
 
-    /// The document's room, loaded from the store on first use.
+    /// Sets what closes a damaged room's connections; a second call is ignored.
+    pub fn on_damaged(&self, hook: DamageHook) {
+        let _ = self.on_damaged.set(hook);
+    }
+
+    /// The document's room, loaded from the store on first use (and again
+    /// after its room was retired as damaged).
     pub async fn open(&self, key: &DocKey) -> Result<SlotRef, ApiError> {
         let slot = {
-            let entry = self.slots.entry(key.clone()).or_insert_with(|| Arc::new(DocSlot::new(key.clone())));
+            let mut entry = self.slots.entry(key.clone()).or_insert_with(|| Arc::new(DocSlot::new(key.clone())));
+            if entry.retired.load(Ordering::SeqCst) {
+                // Pairs with `write`: either that write sees `retired` and
+                // backs out, or this sees it pending and waits for it.
+                if entry.pending.load(Ordering::SeqCst) > 0 {
+                    return Err(reloading());
+                }
+                *entry = Arc::new(DocSlot::new(key.clone()));
+            }
             // Counted under the shard lock: the sweeper cannot remove it now.
             entry.refs.fetch_add(1, Ordering::AcqRel);
             entry.clone()
@@ -214,9 +255,10 @@ impl Docs {
         }
     }
 
-    /// The slot if it is loaded (for REST reads that must not load needlessly).
+    /// The slot if it is loaded (for REST reads that must not load
+    /// needlessly); a retired one does not count.
     pub fn loaded(&self, key: &DocKey) -> Option<Arc<DocSlot>> {
-        self.slots.get(key).map(|s| s.clone())
+        self.slots.get(key).filter(|s| !s.retired.load(Ordering::Acquire)).map(|s| s.clone())
     }
 
     /// Queues a write; it is applied and broadcast once persisted. With
@@ -234,7 +276,11 @@ impl Docs {
         } else {
             (None, None)
         };
-        slot.slot.pending.fetch_add(1, Ordering::AcqRel);
+        slot.slot.pending.fetch_add(1, Ordering::SeqCst);
+        if slot.slot.retired.load(Ordering::SeqCst) {
+            slot.slot.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(reloading());
+        }
         let w = Write { slot: slot.slot.clone(), room: slot.room.clone(), update, origin, ack, queued: Instant::now() };
         if let Some(appender) = &self.appender {
             let batch = vec![(w.slot.key.clone(), w.update.clone())];
@@ -418,6 +464,9 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
         Ok(Err(e)) => tracing::error!(error = %e, doc = ?slot.key, "a persisted update did not apply"),
         Err(_) => tracing::error!(doc = ?slot.key, "applying an update panicked; the room keeps its previous state"),
     }
+    if w.room.is_damaged() {
+        docs.retire(slot);
+    }
     // Receipt → persisted → broadcast to every other client of the document.
     super::hot().fanout_seconds.record(w.queued.elapsed().as_secs_f64());
     slot.applied_seq.fetch_max(seq, Ordering::AcqRel);
@@ -434,7 +483,25 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     }
 }
 
-/// Unloads rooms nobody has used for `idle_unload`.
+impl Docs {
+    /// Retires a damaged room (once): no more writes go to it, its clients
+    /// are told to reconnect, and the next open loads the document again.
+    /// Its later writes are in the log, which the reload reads; the update
+    /// whose integration panicked is left out there too (`Room::new`).
+    fn retire(&self, slot: &DocSlot) {
+        if slot.retired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::error!(doc = ?slot.key, "a document's room is damaged; its clients reconnect to a reloaded room");
+        metrics::counter!("wiresocket_doc_reloads_total").increment(1);
+        if let Some(hook) = self.on_damaged.get() {
+            hook(&slot.key);
+        }
+    }
+}
+
+/// Unloads rooms nobody has used for `idle_unload`, and retired ones as
+/// soon as nothing uses them.
 async fn sweeper(docs: std::sync::Weak<Docs>, idle_unload: Duration) {
     let mut tick = tokio::time::interval((idle_unload / 2).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     loop {
@@ -450,7 +517,7 @@ async fn sweeper(docs: std::sync::Weak<Docs>, idle_unload: Duration) {
             let busy = slot.refs.load(Ordering::Acquire) > 0
                 || slot.pending.load(Ordering::Acquire) > 0
                 || slot.compacting.load(Ordering::Acquire);
-            busy || !idle
+            busy || !(idle || slot.retired.load(Ordering::Acquire))
         });
         metrics::gauge!("wiresocket_docs_loaded").set(docs.slots.len() as f64);
     }

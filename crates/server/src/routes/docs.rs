@@ -152,6 +152,7 @@ pub async fn update_doc(
     match write(&state, &slot, token.app.plan, body.to_vec(), None, true).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(WriteRefusal::Limit(reason)) => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "plan_limit", reason)),
+        Err(WriteRefusal::Reloading) => Err(crate::dataplane::docs::reloading()),
         Err(WriteRefusal::Failed) => Err(ApiError::internal("persisting a REST update failed")),
     }
 }

@@ -8,7 +8,7 @@
 //! reconnect and resync), never silently skipped. Token expiry and
 //! keepalive are the registry's supervisor's job, not per-connection timers.
 
-use crate::dataplane::docs::SlotRef;
+use crate::dataplane::docs::{self, SlotRef};
 use crate::dataplane::limits::ConnectionPermit;
 use crate::dataplane::registry::{CloseReason, ConnInfo};
 use crate::dataplane::ws::{self, Event, FrameReader, Peer, Upgrade, WsError};
@@ -177,6 +177,11 @@ impl Conn {
         drop(leftover);
         let slot = match Box::pin(self.state.docs.open(&self.key)).await {
             Ok(s) => s,
+            Err(e) if e.code() == docs::RELOADING => {
+                peer.close(RELOADING);
+                finish(&peer, &mut reader, false).await;
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = ?e, "could not open a document for a new connection");
                 peer.close(CloseReason { code: close::INTERNAL, reason: "document unavailable" });
@@ -304,6 +309,7 @@ impl Conn {
                 match write(&self.state, slot, self.plan, update, Some(conn), false).await {
                     Ok(()) => None,
                     Err(WriteRefusal::Limit(reason)) => Some(CloseReason { code: close::LIMIT, reason }),
+                    Err(WriteRefusal::Reloading) => Some(RELOADING),
                     Err(WriteRefusal::Failed) => {
                         Some(CloseReason { code: close::INTERNAL, reason: "could not persist" })
                     }
@@ -392,8 +398,17 @@ async fn finish(peer: &Peer, reader: &mut FrameReader, client_closed: bool) {
 
 pub enum WriteRefusal {
     Limit(&'static str),
+    /// The document's room is being reloaded (see `Docs::open`): retry.
+    Reloading,
     Failed,
 }
+
+fn write_refusal(e: ApiError) -> WriteRefusal {
+    if e.code() == docs::RELOADING { WriteRefusal::Reloading } else { WriteRefusal::Failed }
+}
+
+/// How a connection hears it: reconnect (to the reloaded room).
+const RELOADING: CloseReason = CloseReason { code: close::TRY_AGAIN, reason: "document reloading" };
 
 /// One write (socket or REST): counts against the plan's operations per
 /// minute, and the first write of a new document against its document limit.
@@ -416,7 +431,7 @@ pub async fn write(
         return Err(WriteRefusal::Limit("operations per minute limit"));
     }
     if slot.slot.exists() {
-        return state.docs.write(slot, update, origin, wait).await.map_err(|_| WriteRefusal::Failed);
+        return state.docs.write(slot, update, origin, wait).await.map_err(write_refusal);
     }
     // The first write creates the document: serialise creations per app so
     // the document limit holds, and wait for it to be persisted.
@@ -429,7 +444,7 @@ pub async fn write(
                 return Err(WriteRefusal::Limit("document limit of the plan"));
             }
         }
-        return state.docs.write(slot, update, origin, true).await.map_err(|_| WriteRefusal::Failed);
+        return state.docs.write(slot, update, origin, true).await.map_err(write_refusal);
     }
-    state.docs.write(slot, update, origin, wait).await.map_err(|_| WriteRefusal::Failed)
+    state.docs.write(slot, update, origin, wait).await.map_err(write_refusal)
 }

@@ -609,3 +609,88 @@ async fn shutting_down_tells_clients_to_reconnect_with_4503() {
     app.stop().await;
     assert_eq!(c.closed_with(T).await, Some(4503));
 }
+
+/// A room that yrs damages (an apply panicking half way through; debug
+/// builds only, with the updates of the sync crate's test
+/// `a_panicking_apply_damages_the_room_and_a_reload_leaves_the_update_out`)
+/// is retired: its clients are told to reconnect (1013), and reconnecting
+/// finds the document reloaded from the store, taking writes again. Before,
+/// the damaged room stayed loaded and its clients silently got nothing more.
+#[tokio::test]
+async fn a_damaged_room_is_reloaded_and_its_clients_reconnect() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    if !cfg!(debug_assertions) {
+        return; // release builds of yrs wrap the counter instead of panicking
+    }
+    let updates: [&[u8]; 13] = [
+        &[1, 2, 1, 0, 7, 1, 1, 97, 2, 4, 0, 1, 0, 6, 110, 101, 115, 116, 101, 100, 0],
+        &[1, 2, 1, 2, 7, 1, 1, 97, 2, 4, 0, 1, 0, 6, 110, 101, 115, 116, 101, 100, 0],
+        &[0, 0],
+        &[1, 2, 1, 7, 4, 1, 1, 116, 5, 104, 101, 108, 108, 111, 132, 1, 11, 6, 195, 169, 240, 159, 152, 128, 0],
+        &[1, 2, 1, 15, 135, 1, 0, 2, 4, 0, 1, 15, 6, 110, 101, 115, 116, 101, 100, 0],
+        &[1, 2, 1, 22, 135, 1, 15, 1, 40, 0, 1, 22, 1, 120, 1, 125, 5, 0],
+        &[1, 2, 1, 24, 135, 1, 22, 1, 40, 0, 1, 24, 1, 120, 1, 125, 6, 0],
+        &[0, 1, 1, 1, 0, 7],
+        &[1, 2, 1, 26, 196, 1, 11, 1, 12, 5, 104, 101, 108, 108, 111, 132, 1, 14, 6, 195, 169, 240, 159, 152, 128, 0],
+        &[0, 1, 1, 1, 22, 2],
+        &[1, 2, 1, 34, 135, 1, 24, 1, 40, 0, 1, 34, 1, 120, 1, 125, 10, 0],
+        &[1, 2, 1, 36, 135, 1, 34, 1, 40, 0, 1, 36, 1, 120, 1, 125, 11, 0],
+        &[
+            1, 16, 1, 0, 1, 1, 1, 97, 1, 0, 6, 4, 1, 1, 116, 5, 104, 101, 108, 108, 111, 132, 1, 11, 6, 195, 169, 240,
+            159, 152, 128, 135, 1, 0, 2, 4, 0, 1, 15, 6, 110, 101, 115, 116, 101, 100, 129, 1, 15, 1, 0, 1, 135, 1, 22,
+            1, 40, 0, 1, 24, 1, 120, 1, 125, 6, 196, 1, 11, 1, 12, 5, 104, 101, 108, 108, 111, 132, 1, 14, 6, 195, 169,
+            240, 159, 152, 128, 135, 1, 24, 1, 40, 0, 1, 34, 1, 120, 1, 125, 10, 135, 1, 34, 1, 40, 0, 1, 36, 1, 120,
+            1, 125, 11, 1, 1, 2, 0, 7, 22, 2,
+        ],
+    ];
+    let f = fixture("starter", &[]).await;
+    // A raw socket: a test client's own yrs would panic on the same updates.
+    let url = crate::yclient::sync_url(&f.app.url, "fragile", &f.m2m);
+    let (mut watcher, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let metrics = || async { f.app.get("/metrics").send().await.unwrap().text().await.unwrap() };
+    for update in updates {
+        let r = f
+            .app
+            .post("/v1/docs/fragile/update")
+            .bearer_auth(&f.m2m)
+            .header("content-type", "application/octet-stream")
+            .body(update.to_vec())
+            .send()
+            .await
+            .unwrap();
+        // Once retired, the room refuses with 503 until the reload; a
+        // write that reaches the fresh room is accepted again.
+        assert!([204, 503].contains(&r.status().as_u16()), "{}", r.status());
+        if metrics().await.contains("wiresocket_doc_reloads_total 1") {
+            break;
+        }
+    }
+    assert!(metrics().await.contains("wiresocket_doc_reloads_total 1"), "no update damaged the room");
+    let code = loop {
+        match tokio::time::timeout(T, watcher.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1013));
+
+    // Reconnecting (as a provider does) reaches the reloaded room, which
+    // takes writes and fans them out again.
+    let deadline = std::time::Instant::now() + T;
+    let mut a = loop {
+        let mut c = connect(&f.app.url, "fragile", &f.m2m, None).await.unwrap();
+        c.send(yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep1(c.state_vector()))).await;
+        if c.wait_for(|c| c.closed.is_some() || c.synced, T).await && c.closed.is_none() {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "the document did not reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let r = f.rest_state("fragile").await;
+    assert_eq!(r.status(), 200);
+    let mut b = f.join("fragile", &f.m2m).await;
+    a.insert("after the reload").await;
+    assert!(b.wait_for(|c| c.text() == "after the reload", T).await, "b saw {:?}", b.text());
+}
