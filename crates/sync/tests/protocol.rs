@@ -602,33 +602,15 @@ fn concurrent_threads_do_not_deadlock() {
     assert_eq!(room.connection_count(), 0);
 }
 
+include!("data/damaging_updates.rs");
+
 /// Found by `mutated_updates_never_panic`: an update that reuses ids the doc
 /// already has (client 1, clocks 2..) with other content. In debug builds
 /// the later, honest updates then underflow a length counter inside yrs (a
 /// panic half way through an integration); release builds wrap it.
 #[test]
 fn a_panicking_apply_damages_the_room_and_a_reload_leaves_the_update_out() {
-    let snapshot: &[u8] = &[1, 2, 1, 0, 7, 1, 1, 97, 2, 4, 0, 1, 0, 6, 110, 101, 115, 116, 101, 100, 0];
-    let forged: &[u8] = &[1, 2, 1, 2, 7, 1, 1, 97, 2, 4, 0, 1, 0, 6, 110, 101, 115, 116, 101, 100, 0];
-    let later: [&[u8]; 11] = [
-        &[0, 0],
-        &[1, 2, 1, 7, 4, 1, 1, 116, 5, 104, 101, 108, 108, 111, 132, 1, 11, 6, 195, 169, 240, 159, 152, 128, 0],
-        &[1, 2, 1, 15, 135, 1, 0, 2, 4, 0, 1, 15, 6, 110, 101, 115, 116, 101, 100, 0],
-        &[1, 2, 1, 22, 135, 1, 15, 1, 40, 0, 1, 22, 1, 120, 1, 125, 5, 0],
-        &[1, 2, 1, 24, 135, 1, 22, 1, 40, 0, 1, 24, 1, 120, 1, 125, 6, 0],
-        &[0, 1, 1, 1, 0, 7],
-        &[1, 2, 1, 26, 196, 1, 11, 1, 12, 5, 104, 101, 108, 108, 111, 132, 1, 14, 6, 195, 169, 240, 159, 152, 128, 0],
-        &[0, 1, 1, 1, 22, 2],
-        &[1, 2, 1, 34, 135, 1, 24, 1, 40, 0, 1, 34, 1, 120, 1, 125, 10, 0],
-        &[1, 2, 1, 36, 135, 1, 34, 1, 40, 0, 1, 36, 1, 120, 1, 125, 11, 0],
-        &[
-            1, 16, 1, 0, 1, 1, 1, 97, 1, 0, 6, 4, 1, 1, 116, 5, 104, 101, 108, 108, 111, 132, 1, 11, 6, 195, 169, 240,
-            159, 152, 128, 135, 1, 0, 2, 4, 0, 1, 15, 6, 110, 101, 115, 116, 101, 100, 129, 1, 15, 1, 0, 1, 135, 1, 22,
-            1, 40, 0, 1, 24, 1, 120, 1, 125, 6, 196, 1, 11, 1, 12, 5, 104, 101, 108, 108, 111, 132, 1, 14, 6, 195, 169,
-            240, 159, 152, 128, 135, 1, 24, 1, 40, 0, 1, 34, 1, 120, 1, 125, 10, 135, 1, 34, 1, 40, 0, 1, 36, 1, 120,
-            1, 125, 11, 1, 1, 2, 0, 7, 22, 2,
-        ],
-    ];
+    let [snapshot, forged, later @ ..] = DAMAGING_UPDATES;
     let room = Room::new([snapshot]).unwrap();
     let a = Client::join(&room, 9);
     assert_eq!(a.send(&room, &update_msg(forged)).unwrap(), Outcome::Persist(forged.to_vec()));

@@ -610,6 +610,8 @@ async fn shutting_down_tells_clients_to_reconnect_with_4503() {
     assert_eq!(c.closed_with(T).await, Some(4503));
 }
 
+include!("../../../sync/tests/data/damaging_updates.rs");
+
 /// A room that yrs damages (an apply panicking half way through; debug
 /// builds only, with the updates of the sync crate's test
 /// `a_panicking_apply_damages_the_room_and_a_reload_leaves_the_update_out`)
@@ -623,33 +625,12 @@ async fn a_damaged_room_is_reloaded_and_its_clients_reconnect() {
     if !cfg!(debug_assertions) {
         return; // release builds of yrs wrap the counter instead of panicking
     }
-    let updates: [&[u8]; 13] = [
-        &[1, 2, 1, 0, 7, 1, 1, 97, 2, 4, 0, 1, 0, 6, 110, 101, 115, 116, 101, 100, 0],
-        &[1, 2, 1, 2, 7, 1, 1, 97, 2, 4, 0, 1, 0, 6, 110, 101, 115, 116, 101, 100, 0],
-        &[0, 0],
-        &[1, 2, 1, 7, 4, 1, 1, 116, 5, 104, 101, 108, 108, 111, 132, 1, 11, 6, 195, 169, 240, 159, 152, 128, 0],
-        &[1, 2, 1, 15, 135, 1, 0, 2, 4, 0, 1, 15, 6, 110, 101, 115, 116, 101, 100, 0],
-        &[1, 2, 1, 22, 135, 1, 15, 1, 40, 0, 1, 22, 1, 120, 1, 125, 5, 0],
-        &[1, 2, 1, 24, 135, 1, 22, 1, 40, 0, 1, 24, 1, 120, 1, 125, 6, 0],
-        &[0, 1, 1, 1, 0, 7],
-        &[1, 2, 1, 26, 196, 1, 11, 1, 12, 5, 104, 101, 108, 108, 111, 132, 1, 14, 6, 195, 169, 240, 159, 152, 128, 0],
-        &[0, 1, 1, 1, 22, 2],
-        &[1, 2, 1, 34, 135, 1, 24, 1, 40, 0, 1, 34, 1, 120, 1, 125, 10, 0],
-        &[1, 2, 1, 36, 135, 1, 34, 1, 40, 0, 1, 36, 1, 120, 1, 125, 11, 0],
-        &[
-            1, 16, 1, 0, 1, 1, 1, 97, 1, 0, 6, 4, 1, 1, 116, 5, 104, 101, 108, 108, 111, 132, 1, 11, 6, 195, 169, 240,
-            159, 152, 128, 135, 1, 0, 2, 4, 0, 1, 15, 6, 110, 101, 115, 116, 101, 100, 129, 1, 15, 1, 0, 1, 135, 1, 22,
-            1, 40, 0, 1, 24, 1, 120, 1, 125, 6, 196, 1, 11, 1, 12, 5, 104, 101, 108, 108, 111, 132, 1, 14, 6, 195, 169,
-            240, 159, 152, 128, 135, 1, 24, 1, 40, 0, 1, 34, 1, 120, 1, 125, 10, 135, 1, 34, 1, 40, 0, 1, 36, 1, 120,
-            1, 125, 11, 1, 1, 2, 0, 7, 22, 2,
-        ],
-    ];
     let f = fixture("starter", &[]).await;
     // A raw socket: a test client's own yrs would panic on the same updates.
     let url = crate::yclient::sync_url(&f.app.url, "fragile", &f.m2m);
     let (mut watcher, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let metrics = || async { f.app.get("/metrics").send().await.unwrap().text().await.unwrap() };
-    for update in updates {
+    for update in DAMAGING_UPDATES {
         let r = f
             .app
             .post("/v1/docs/fragile/update")

@@ -173,19 +173,24 @@ mod tests {
     use domain::keys::KeyState;
     use time::OffsetDateTime;
 
-    /// A database the old rotation race left with several active keys per
-    /// tenant still migrates: the newest stays active, the others retire.
-    #[tokio::test]
-    async fn migration_3_keeps_the_newest_active_key_per_tenant() {
+    /// One in-memory database (one connection, kept), migrated by the test.
+    async fn memory_pool() -> SqlitePool {
         let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A database the old rotation race left with several active keys per
+    /// tenant still migrates: the newest stays active, the others retire.
+    #[tokio::test]
+    async fn migration_3_keeps_the_newest_active_key_per_tenant() {
+        let pool = memory_pool().await;
         migrator(&MIGRATIONS[..2]).run(&pool).await.unwrap();
         let (a, b) = (TenantId::new(), TenantId::new());
         for t in [a, b] {
@@ -236,15 +241,7 @@ mod tests {
     /// and logs once the snapshots have moved to their own table.
     #[tokio::test]
     async fn migration_5_moves_snapshots_out_of_the_document_row() {
-        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .min_connections(1)
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .unwrap();
+        let pool = memory_pool().await;
         migrator(&MIGRATIONS[..4]).run(&pool).await.unwrap();
         let app = crate::contract::doc_app(&SqliteStore { pool: pool.clone(), doc_writer: None }).await;
         // "compacted": a 5-byte snapshot for seqs 1..=3, then seq 4 in the
