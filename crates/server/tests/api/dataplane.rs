@@ -524,6 +524,41 @@ async fn long_logs_are_compacted_in_the_background() {
     let state = f.app.state.store.load_doc(&key).await.unwrap().unwrap();
     assert!(state.snapshot.is_some());
     assert_eq!(text_of(&f.rest_state("long").await.bytes().await.unwrap()), b.text());
+    // Small: encoded from its room.
+    let metrics = f.app.get("/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("wiresocket_doc_compactions_total{from=\"room\"}"), "not compacted from the room");
+}
+
+/// A document over 1 MiB is compacted from the store, on a blocking
+/// thread, not by encoding its room (which would hold the room meanwhile);
+/// the snapshot holds everything all the same.
+#[tokio::test]
+async fn large_documents_compact_from_the_store() {
+    let f = fixture("starter", &[]).await;
+    let mut a = f.join("large", &f.m2m).await;
+    let big = "0123456789abcdef".repeat(80 * 1024);
+    a.insert(&big).await;
+    for i in 0..520 {
+        a.insert(&format!("{i},")).await;
+    }
+    let mut b = f.join("large", &f.m2m).await;
+    assert!(b.wait_for(|c| c.text().ends_with("519,"), Duration::from_secs(20)).await);
+    let key = store::DocKey { app_id: domain::ids::AppId::parse(&f.creds.id).unwrap(), name: "large".into() };
+    let mut stats = (0, 0);
+    for _ in 0..100 {
+        stats = f.app.state.store.doc_log_stats(&key).await.unwrap();
+        if stats.0 < 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stats.0 < 500, "log entries after compaction: {stats:?}");
+    let metrics = f.app.get("/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("wiresocket_doc_compactions_total{from=\"store\"}"), "not compacted from the store");
+    let state = f.app.state.store.load_doc(&key).await.unwrap().unwrap();
+    assert!(state.snapshot.is_some_and(|s| s.len() > big.len()));
+    assert_eq!(text_of(&f.rest_state("large").await.bytes().await.unwrap()), b.text());
+    assert!(b.text().starts_with(&big));
 }
 
 #[tokio::test]
