@@ -56,6 +56,10 @@ pub enum SyncError {
     /// apply (see `guard`).
     #[error("invalid update: {0}")]
     BadUpdate(String),
+    /// The room is damaged (see [`Room::is_damaged`]): nothing is wrong
+    /// with the message; the document must be reloaded.
+    #[error("the document must be reloaded")]
+    Damaged,
 }
 
 /// What the server must do after [`Room::handle`].

@@ -149,7 +149,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn damaged() -> SyncError {
-    SyncError::BadUpdate("the document must be reloaded".to_owned())
+    SyncError::Damaged
 }
 
 /// How loading the stored parts went.

@@ -142,10 +142,10 @@ pub async fn update_doc(
     require_m2m(&token)?;
     let key = doc_key(&token, &doc)?;
     let slot = state.docs.open(&key).await?;
-    let changes = slot
-        .room
-        .would_change(&body)
-        .map_err(|e| ApiError::bad_request("invalid_update", format!("not a Yjs v1 update: {e}")))?;
+    let changes = slot.room.would_change(&body).map_err(|e| match e {
+        sync::SyncError::Damaged => crate::dataplane::docs::reloading(),
+        e => ApiError::bad_request("invalid_update", format!("not a Yjs v1 update: {e}")),
+    })?;
     if !changes {
         return Ok(StatusCode::NO_CONTENT);
     }

@@ -315,6 +315,8 @@ impl Conn {
                     }
                 }
             }
+            // Its clients are being closed to reconnect to the reloaded room.
+            Err(sync::SyncError::Damaged) => Some(RELOADING),
             Err(e) => {
                 tracing::debug!(error = %e, "malformed message; closing that connection");
                 Some(CloseReason { code: close::MALFORMED, reason: "malformed message" })
