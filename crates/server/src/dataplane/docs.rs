@@ -155,6 +155,9 @@ pub struct Docs {
     runtime: tokio::runtime::Handle,
     me: std::sync::Weak<Docs>,
     slots: DashMap<DocKey, Arc<DocSlot>>,
+    /// Per document: how many times its room was retired as damaged, and
+    /// when last (see [`reload_backoff`]).
+    reloads: DashMap<DocKey, (u32, Instant)>,
     queue: mpsc::Sender<Write>,
     clock: Arc<dyn domain::clock::Clock>,
     observer: std::sync::OnceLock<Arc<dyn WriteObserver>>,
@@ -190,6 +193,7 @@ impl Docs {
             me: me.clone(),
             store,
             slots: DashMap::new(),
+            reloads: DashMap::new(),
             queue,
             clock,
             observer: std::sync::OnceLock::new(),
@@ -221,7 +225,7 @@ impl Docs {
             if entry.retired.load(Ordering::SeqCst) {
                 // Pairs with `write`: either that write sees `retired` and
                 // backs out, or this sees it pending and waits for it.
-                if entry.pending.load(Ordering::SeqCst) > 0 {
+                if entry.pending.load(Ordering::SeqCst) > 0 || !self.may_reload(key) {
                     return Err(reloading());
                 }
                 *entry = Arc::new(DocSlot::new(key.clone()));
@@ -288,14 +292,13 @@ impl Docs {
             (None, None)
         };
         slot.slot.pending.fetch_add(1, Ordering::SeqCst);
+        let mut counted = PendingCount { slot: &slot.slot, handed_over: false };
         if slot.slot.retired.load(Ordering::SeqCst) {
-            slot.slot.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(reloading());
         }
         let w = Write { slot: slot.slot.clone(), room: slot.room.clone(), update, origin, ack, queued: Instant::now() };
         if let Some(appender) = &self.appender {
             let batch = vec![(w.slot.key.clone(), w.update.clone())];
-            let slot = w.slot.clone();
             let me = self.me.clone();
             let then: store::Durable = Box::new(move |result| durable(&me, w, result));
             SUBMITTING.with(|s| s.set(true));
@@ -307,13 +310,13 @@ impl Docs {
                 drain(&self.me, &slot);
             }
             if submitted.is_err() {
-                slot.pending.fetch_sub(1, Ordering::AcqRel);
                 return Err(ApiError::internal("the document log writer has stopped"));
             }
         } else if self.queue.send(w).await.is_err() {
-            slot.slot.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::internal("the persister has stopped"));
         }
+        // The writer or the persister settles the count from here on.
+        counted.handed_over = true;
         if let Some(done) = done {
             return match done.await {
                 Ok(Ok(())) => Ok(()),
@@ -535,7 +538,43 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     }
 }
 
+/// Holds a write's count in its slot's `pending` until the write is handed
+/// over (to the log writer or the persister, which settle it). Dropped
+/// before that (the write refused, or the caller's future dropped while
+/// waiting for room in a queue), it gives the count back, so no slot ever
+/// waits for a write that will never come.
+struct PendingCount<'a> {
+    slot: &'a DocSlot,
+    handed_over: bool,
+}
+
+impl Drop for PendingCount<'_> {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.slot.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// How long after its `n`th retirement (n >= 1) a damaged document waits
+/// before it is loaded again: at once the first time, then 4 s, 16 s, 64 s,
+/// 256 s, and at most 5 minutes. A client whose own update damages the room
+/// sends it again in its sync step 2 when it reconnects; without a backoff
+/// that would retire, reload (and leak the damaged document, see the sync
+/// crate's "Damage") every few seconds.
+fn reload_backoff(n: u32) -> Duration {
+    match n {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_secs(4_u64.saturating_pow(n - 1)).min(Duration::from_secs(300)),
+    }
+}
+
 impl Docs {
+    /// Whether a retired document may be loaded again now.
+    fn may_reload(&self, key: &DocKey) -> bool {
+        self.reloads.get(key).is_none_or(|r| r.1.elapsed() >= reload_backoff(r.0))
+    }
+
     /// Retires a damaged room (once): no more writes go to it, its clients
     /// are told to reconnect, and the next open loads the document again.
     /// Its later writes are in the log, which the reload reads; the update
@@ -544,6 +583,10 @@ impl Docs {
         if slot.retired.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.reloads
+            .entry(slot.key.clone())
+            .and_modify(|r| *r = (r.0 + 1, Instant::now()))
+            .or_insert((1, Instant::now()));
         tracing::error!(doc = ?slot.key, "a document's room is damaged; its clients reconnect to a reloaded room");
         metrics::counter!("wiresocket_doc_reloads_total").increment(1);
         if let Some(hook) = self.on_damaged.get() {
@@ -572,5 +615,30 @@ async fn sweeper(docs: std::sync::Weak<Docs>, idle_unload: Duration) {
             busy || !(idle || slot.retired.load(Ordering::Acquire))
         });
         metrics::gauge!("wiresocket_docs_loaded").set(docs.slots.len() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write refused or abandoned before it was handed over gives its
+    /// count back; one handed over leaves it to whoever settles it.
+    #[test]
+    fn a_pending_count_is_given_back_unless_handed_over() {
+        let slot = DocSlot::new(DocKey { app_id: domain::ids::AppId::new(), name: "d".into() });
+        slot.pending.fetch_add(1, Ordering::SeqCst);
+        drop(PendingCount { slot: &slot, handed_over: false });
+        assert_eq!(slot.pending.load(Ordering::SeqCst), 0);
+        slot.pending.fetch_add(1, Ordering::SeqCst);
+        drop(PendingCount { slot: &slot, handed_over: true });
+        assert_eq!(slot.pending.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_document_damaged_again_waits_longer_each_time() {
+        let waits: Vec<u64> = (1..=7).map(|n| reload_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [0, 4, 16, 64, 256, 300, 300]);
+        assert_eq!(reload_backoff(u32::MAX), Duration::from_secs(300));
     }
 }
