@@ -38,6 +38,21 @@ impl Fixture {
         c
     }
 
+    /// The doc's key, once a background compaction has left fewer than 500
+    /// entries in its log (within 10 s).
+    async fn compacted(&self, doc: &str) -> store::DocKey {
+        let key = store::DocKey { app_id: domain::ids::AppId::parse(&self.creds.id).unwrap(), name: doc.into() };
+        let mut stats = (0, 0);
+        for _ in 0..100 {
+            stats = self.app.state.store.doc_log_stats(&key).await.unwrap();
+            if stats.0 < 500 {
+                return key;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("log entries after compaction: {stats:?}");
+    }
+
     async fn rest_state(&self, doc: &str) -> reqwest::Response {
         self.app.get(&format!("/v1/docs/{doc}")).bearer_auth(&self.m2m).send().await.unwrap()
     }
@@ -511,16 +526,7 @@ async fn long_logs_are_compacted_in_the_background() {
     }
     let mut b = f.join("long", &f.m2m).await;
     assert!(b.wait_for(|c| c.text().ends_with("599,"), Duration::from_secs(20)).await);
-    let key = store::DocKey { app_id: domain::ids::AppId::parse(&f.creds.id).unwrap(), name: "long".into() };
-    let mut stats = (0, 0);
-    for _ in 0..50 {
-        stats = f.app.state.store.doc_log_stats(&key).await.unwrap();
-        if stats.0 < 500 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(stats.0 < 500, "log entries after compaction: {stats:?}");
+    let key = f.compacted("long").await;
     let state = f.app.state.store.load_doc(&key).await.unwrap().unwrap();
     assert!(state.snapshot.is_some());
     assert_eq!(text_of(&f.rest_state("long").await.bytes().await.unwrap()), b.text());
@@ -543,16 +549,7 @@ async fn large_documents_compact_from_the_store() {
     }
     let mut b = f.join("large", &f.m2m).await;
     assert!(b.wait_for(|c| c.text().ends_with("519,"), Duration::from_secs(20)).await);
-    let key = store::DocKey { app_id: domain::ids::AppId::parse(&f.creds.id).unwrap(), name: "large".into() };
-    let mut stats = (0, 0);
-    for _ in 0..100 {
-        stats = f.app.state.store.doc_log_stats(&key).await.unwrap();
-        if stats.0 < 500 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(stats.0 < 500, "log entries after compaction: {stats:?}");
+    let key = f.compacted("large").await;
     let metrics = f.app.get("/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("wiresocket_doc_compactions_total{from=\"store\"}"), "not compacted from the store");
     let state = f.app.state.store.load_doc(&key).await.unwrap().unwrap();
