@@ -367,17 +367,9 @@ impl Docs {
         let upto = slot.applied_seq.load(Ordering::Acquire);
         // `try_encode_state` fails on a damaged room instead of answering an
         // empty state, which would replace the whole log with nothing.
-        match tokio::task::spawn_blocking(move || room.try_encode_state()).await {
-            Ok(Ok(s)) => Some((s, upto)),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, doc = ?slot.key, "not compacting a room that cannot encode its state");
-                None
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "encoding a snapshot failed");
-                None
-            }
-        }
+        let snapshot =
+            encode_blocking(&slot.key, "a room that cannot encode its state", move || room.try_encode_state());
+        Some((snapshot.await?, upto))
     }
 
     /// The document as stored (one consistent read), rebuilt and encoded on
@@ -395,16 +387,27 @@ impl Docs {
         let upto = state.last_seq;
         let parts: Vec<Vec<u8>> = state.snapshot.into_iter().chain(state.updates).collect();
         // `Room::new` leaves out an update whose integration panics, as a load does.
-        match tokio::task::spawn_blocking(move || Room::new(parts).and_then(|room| room.try_encode_state())).await {
-            Ok(Ok(s)) => Some((s, upto)),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, doc = ?slot.key, "not compacting a stored document that does not load");
-                None
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "rebuilding a snapshot failed");
-                None
-            }
+        let rebuild = move || Room::new(parts).and_then(|room| room.try_encode_state());
+        Some((encode_blocking(&slot.key, "a stored document that does not load", rebuild).await?, upto))
+    }
+}
+
+/// Runs a snapshot's encoding on a blocking thread; `None` (logged, naming
+/// what could not be compacted) if it fails or panics.
+async fn encode_blocking(
+    key: &DocKey,
+    what: &'static str,
+    encode: impl FnOnce() -> Result<Vec<u8>, sync::SyncError> + Send + 'static,
+) -> Option<Vec<u8>> {
+    match tokio::task::spawn_blocking(encode).await {
+        Ok(Ok(snapshot)) => Some(snapshot),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, doc = ?key, "not compacting {what}");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, doc = ?key, "encoding a snapshot panicked");
+            None
         }
     }
 }
