@@ -20,15 +20,16 @@
 //! the update means is still read from yrs's own decoder ([`decode`]), so
 //! the two can never disagree about what an update contains.
 //!
-//! Not preventable here: an update that reuses ids the doc already has for
-//! different content (a client forging another's client id and clocks).
-//! yrs trusts ids, so integrating such an update, or honest ones after it,
-//! can underflow a parent's length counter (`TransactionMut::delete`: a
-//! panic in debug builds, a wrapped counter in release; found by fuzzing).
-//! Spotting it would mean comparing contents block by block. `Room` applies
-//! inside `catch_unwind` instead and, should yrs panic, stops using that doc
-//! (see "Damage" in the room module): after such a panic, touching the doc
-//! again crashed the fuzzer with a segfault.
+//! Not decidable from the update alone: one that reuses ids the doc already
+//! has for different content (a client forging another's client id and
+//! clocks). yrs trusts ids, so integrating such an update, or honest ones
+//! after it, can underflow a parent's length counter
+//! (`TransactionMut::delete`: a panic in debug builds, a wrapped counter in
+//! release; found by fuzzing). The `reuse` module compares such an update
+//! with the doc, using the structs this module reads ([`Struct`]). `Room`
+//! still applies inside `catch_unwind` and, should yrs panic anyway, stops
+//! using that doc (see "Damage" in the room module): after such a panic,
+//! touching the doc again crashed the fuzzer with a segfault.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -65,6 +66,57 @@ const REF_SKIP: u8 = 10;
 
 const TYPE_XML_ELEMENT: u8 = 3;
 
+/// An id as the wire carries it: (client, clock).
+pub(crate) type WireId = (u64, u32);
+
+/// What an item's parent is, when the struct names it (only when it has
+/// neither origin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parent<'a> {
+    Root(&'a str),
+    Item(WireId),
+}
+
+/// One struct of a v1 update, as [`read_struct`] found it: enough to tell
+/// whether two encodings of the same ids describe the same items.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Struct<'a> {
+    /// The content ref (`REF_*`), the low five bits of the info byte.
+    pub(crate) content: u8,
+    /// Clock length.
+    pub(crate) len: u32,
+    pub(crate) origin: Option<WireId>,
+    pub(crate) right_origin: Option<WireId>,
+    pub(crate) parent: Option<Parent<'a>>,
+    pub(crate) parent_sub: Option<&'a str>,
+    /// The content's bytes as encoded (after the parent info).
+    pub(crate) body: &'a [u8],
+}
+
+impl Struct<'_> {
+    /// GC and skip structs carry ids only, no item.
+    pub(crate) fn is_item(&self) -> bool {
+        !matches!(self.content, REF_GC | REF_SKIP)
+    }
+
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.content == REF_DELETED
+    }
+
+    pub(crate) fn is_string(&self) -> bool {
+        self.content == REF_STRING
+    }
+
+    /// Whether the content bytes are canonical, so equal content means equal
+    /// bytes: binary, shared types and deleted ranges are; strings are
+    /// compared per UTF-16 unit instead, and `Any`, embeds, formats and
+    /// subdocs hold values that Yjs and yrs may encode differently (a float
+    /// as 32 or 64 bits), so only their kind is compared.
+    pub(crate) fn has_canonical_body(&self) -> bool {
+        matches!(self.content, REF_BINARY | REF_TYPE)
+    }
+}
+
 /// Validates `bytes` as a v1 update (see the module docs) and decodes it with yrs.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Update, SyncError> {
     check_update(bytes).map_err(|e| SyncError::BadUpdate(e.0.to_owned()))?;
@@ -100,7 +152,7 @@ pub(crate) fn check_update(bytes: &[u8]) -> WireResult<()> {
         seen.push(client);
         let mut clock = r.var_u32()?;
         for _ in 0..blocks {
-            let len = check_block(&mut r)?;
+            let len = read_struct(&mut r)?.len;
             clock = clock.checked_add(len).filter(|end| *end <= MAX_CLOCK).ok_or(WireError("clock out of range"))?;
         }
         if clock > MAX_CLOCK {
@@ -134,56 +186,87 @@ fn unique(clients: &mut [u64]) -> WireResult<()> {
     Ok(())
 }
 
-/// One struct; returns the clock length yrs gives it (0 for the empty items
-/// yrs drops while decoding).
-fn check_block(r: &mut Reader<'_>) -> WireResult<u32> {
+/// The structs of the clients in `wanted`, each as (first clock, structs),
+/// from an update that [`check_update`] accepted (so every struct is
+/// well-formed and every clock in range).
+pub(crate) fn client_structs<'a>(
+    bytes: &'a [u8],
+    wanted: &[u64],
+) -> WireResult<std::collections::HashMap<u64, (u32, Vec<Struct<'a>>)>> {
+    let mut r = Reader::new(bytes);
+    let mut found = std::collections::HashMap::new();
+    let clients = r.count()?;
+    for _ in 0..clients {
+        let blocks = r.count()?;
+        let client = r.client_id()?;
+        let clock = r.var_u32()?;
+        let mut structs = Vec::with_capacity(if wanted.contains(&client) { blocks } else { 0 });
+        for _ in 0..blocks {
+            let s = read_struct(&mut r)?;
+            if wanted.contains(&client) {
+                structs.push(s);
+            }
+        }
+        if wanted.contains(&client) {
+            found.insert(client, (clock, structs));
+        }
+    }
+    Ok(found)
+}
+
+/// Reads one struct, refusing what yrs would misread (see the module docs).
+/// Its `len` is the clock length yrs gives it.
+fn read_struct<'a>(r: &mut Reader<'a>) -> WireResult<Struct<'a>> {
     let info = r.u8()?;
     // yrs compares the whole info byte with the GC and Skip refs but masks
     // item content refs to 4 bits; Yjs masks 5 bits everywhere. Refusing flag
     // bits where neither expects them keeps the two readings identical.
     let content = info & 0b1_1111;
+    let mut s = Struct { content, len: 0, origin: None, right_origin: None, parent: None, parent_sub: None, body: &[] };
     match content {
         REF_GC | REF_SKIP => {
             if info != content {
                 return Err(WireError("unexpected flags on a GC or skip struct"));
             }
-            let len = r.var_u32()?;
-            if len == 0 {
+            s.len = r.var_u32()?;
+            if s.len == 0 {
                 return Err(WireError("empty struct"));
             }
-            Ok(len)
+            Ok(s)
         }
         REF_DELETED..=REF_DOC => {
             if info & HAS_ORIGIN != 0 {
-                check_id(r)?;
+                s.origin = Some(read_id(r)?);
             }
             if info & HAS_RIGHT_ORIGIN != 0 {
-                check_id(r)?;
+                s.right_origin = Some(read_id(r)?);
             }
             if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
-                match r.var_u64()? {
-                    1 => {
-                        r.string()?;
-                    }
-                    0 => check_id(r)?,
+                s.parent = Some(match r.var_u64()? {
+                    1 => Parent::Root(r.string()?),
+                    0 => Parent::Item(read_id(r)?),
                     _ => return Err(WireError("invalid parent info")),
-                }
+                });
                 if info & HAS_PARENT_SUB != 0 {
-                    r.string()?;
+                    s.parent_sub = Some(r.string()?);
                 }
             }
-            check_content(r, content)
+            let start = r.position();
+            s.len = check_content(r, content)?;
+            s.body = r.since(start);
+            Ok(s)
         }
         _ => Err(WireError("unknown struct type")),
     }
 }
 
-fn check_id(r: &mut Reader<'_>) -> WireResult<()> {
-    r.client_id()?;
-    if r.var_u32()? >= MAX_CLOCK {
+fn read_id(r: &mut Reader<'_>) -> WireResult<WireId> {
+    let client = r.client_id()?;
+    let clock = r.var_u32()?;
+    if clock >= MAX_CLOCK {
         return Err(WireError("clock out of range"));
     }
-    Ok(())
+    Ok((client, clock))
 }
 
 fn check_content(r: &mut Reader<'_>, content: u8) -> WireResult<u32> {

@@ -11,6 +11,10 @@
 //! - `guard`: structural checks run on every Yjs update before yrs decodes
 //!   it, for inputs that make yrs 0.28.1 panic or abort (each one listed
 //!   there, found by fuzzing).
+//! - [`fault`] (feature `fault-injection`, tests only): makes chosen
+//!   updates panic inside the apply, to test the damage path.
+//! - `reuse`: the one check that needs the doc: an update reusing ids the
+//!   doc already has for other content is refused.
 //!
 //! # Durability
 //! An update is persisted before any other client receives it, so a room's
@@ -27,7 +31,10 @@
 //! message carries one protocol message; unknown message types are ignored,
 //! malformed bytes are an error (the server closes that connection).
 
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod guard;
+mod reuse;
 pub mod room;
 mod wire;
 
@@ -56,6 +63,10 @@ pub enum SyncError {
     /// apply (see `guard`).
     #[error("invalid update: {0}")]
     BadUpdate(String),
+    /// An update that reuses ids the document already has for other
+    /// content (see `reuse`): refused, nothing of it applied.
+    #[error("conflicting update: {0}")]
+    Conflict(String),
     /// The room is damaged (see [`Room::is_damaged`]): nothing is wrong
     /// with the message; the document must be reloaded.
     #[error("the document must be reloaded")]

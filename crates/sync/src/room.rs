@@ -43,7 +43,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ID, IdSet, ReadTxn, StateVector, Transact, TransactionMut, Update};
 
 use crate::wire::{self, Frame};
-use crate::{ConnId, Outcome, Sender, SyncError, guard};
+use crate::{ConnId, Outcome, Sender, SyncError, guard, reuse};
 
 /// The document and what the room knows about it, guarded by one mutex.
 struct DocCore {
@@ -168,8 +168,17 @@ fn load<P: AsRef<[u8]>>(parts: &[P], skip: &[usize]) -> Result<Load, SyncError> 
             continue;
         }
         let update = guard::decode(part.as_ref()).map_err(|e| SyncError::BadUpdate(format!("stored part {i}: {e}")))?;
+        // Refused live too (see `Room::apply_persisted`): reloading must
+        // arrive at the state the room had.
+        let sv = doc.transact().state_vector();
+        if let Err(e) = reuse_check(&doc, part.as_ref(), &update, &sv) {
+            tracing::warn!(part = i, error = %e, "a stored update reuses known ids; left out as it was live");
+            continue;
+        }
         let mut txn = doc.transact_mut();
         let applied = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(feature = "fault-injection")]
+            crate::fault::trip(part.as_ref());
             let result = txn.apply_update(update);
             txn.commit();
             result
@@ -316,6 +325,7 @@ impl Room {
         if self.is_damaged() {
             return Err(damaged());
         }
+        reuse_check(&core.doc, bytes, &update, &core.sv)?;
         // Reads only; should yrs panic anyway, call it new: the apply path
         // is the guarded one.
         let new = catch_unwind(AssertUnwindSafe(|| is_new(&core, &update))).unwrap_or(true);
@@ -339,8 +349,14 @@ impl Room {
             return Err(damaged());
         }
         let DocCore { doc, sv, deleted } = &mut *core;
+        // Checked when the update came in, but another one applied since may
+        // have brought the ids it reuses (two connections racing with one
+        // client id).
+        reuse_check(doc, update, &decoded, sv)?;
         let mut txn = doc.transact_mut();
         let applied = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(feature = "fault-injection")]
+            crate::fault::trip(update);
             let result = txn.apply_update(decoded);
             let new_sv = txn.state_vector();
             record_deletions(deleted, &txn, &claimed_deletes, &new_sv, result.is_ok());
@@ -584,6 +600,14 @@ fn is_new(core: &DocCore, update: &Update) -> bool {
         deletes.diff_with(&normalized(pending));
     }
     !deletes.is_empty()
+}
+
+/// [`reuse::check`] against `doc`, whose state vector is `sv`.
+fn reuse_check(doc: &Doc, bytes: &[u8], update: &Update, sv: &StateVector) -> Result<(), SyncError> {
+    reuse::check(bytes, update, sv, |from| {
+        // Reads only; a panic here leaves the doc as it was.
+        catch_unwind(AssertUnwindSafe(|| doc.transact().encode_diff_v1(from))).ok()
+    })
 }
 
 /// All live awareness states, or None if yrs cannot list them.

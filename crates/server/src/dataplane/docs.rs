@@ -519,6 +519,11 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.room.apply_persisted(&w.update, w.origin)));
     match applied {
         Ok(Ok(())) => {}
+        // Another write applied since brought the ids this one reuses (see
+        // `sync::SyncError::Conflict`): left out, as a reload leaves it out.
+        Ok(Err(e @ sync::SyncError::Conflict(_))) => {
+            tracing::warn!(error = %e, doc = ?slot.key, "a persisted update conflicts with the document; not applied")
+        }
         Ok(Err(e)) => tracing::error!(error = %e, doc = ?slot.key, "a persisted update did not apply"),
         Err(_) => tracing::error!(doc = ?slot.key, "applying an update panicked; the room keeps its previous state"),
     }

@@ -26,6 +26,9 @@ pub mod close {
     pub const TOKEN: u16 = 4401;
     pub const READ_ONLY: u16 = 4403;
     pub const DELETED: u16 = 4404;
+    /// An update reusing ids the document already has for other content
+    /// (a forged client id): final, so the provider does not resend it.
+    pub const CONFLICT: u16 = 4409;
     pub const TOO_LARGE: u16 = 4413;
     pub const LIMIT: u16 = 4429;
     pub const DRAINING: u16 = 4503;

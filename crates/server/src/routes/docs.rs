@@ -144,6 +144,7 @@ pub async fn update_doc(
     let slot = state.docs.open(&key).await?;
     let changes = slot.room.would_change(&body).map_err(|e| match e {
         sync::SyncError::Damaged => crate::dataplane::docs::reloading(),
+        e @ sync::SyncError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "update_conflict", e.to_string()),
         e => ApiError::bad_request("invalid_update", format!("not a Yjs v1 update: {e}")),
     })?;
     if !changes {

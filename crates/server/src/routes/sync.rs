@@ -317,6 +317,10 @@ impl Conn {
             }
             // Its clients are being closed to reconnect to the reloaded room.
             Err(sync::SyncError::Damaged) => Some(RELOADING),
+            Err(e @ sync::SyncError::Conflict(_)) => {
+                tracing::info!(error = %e, "refused an update that reuses known ids; closing that connection");
+                Some(CloseReason { code: close::CONFLICT, reason: "update conflicts with the document" })
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "malformed message; closing that connection");
                 Some(CloseReason { code: close::MALFORMED, reason: "malformed message" })
