@@ -97,6 +97,10 @@ pub enum AuditAction {
     WebhookSecretRotated,
     #[serde(rename = "auth.rate_limited")]
     RateLimited,
+    #[serde(rename = "node.drained")]
+    NodeDrained,
+    #[serde(rename = "node.undrained")]
+    NodeUndrained,
 }
 
 impl AuditAction {
@@ -138,6 +142,8 @@ impl AuditAction {
             Self::WebhookDeleted => "webhook.deleted",
             Self::WebhookSecretRotated => "webhook.secret_rotated",
             Self::RateLimited => "auth.rate_limited",
+            Self::NodeDrained => "node.drained",
+            Self::NodeUndrained => "node.undrained",
         }
     }
 }

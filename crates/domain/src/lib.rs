@@ -5,6 +5,7 @@
 //! - [`names`]: tenant/app names, emails, environment labels, password policy.
 //! - [`domains`]: allowed domains of an app and browser `Origin` matching.
 //! - [`docname`]: document names and the `docs` claim patterns.
+//! - [`node`]: data-plane node status (up, draining, down).
 //! - [`plan`]: the plan catalog, limits and regions.
 //! - [`proration`]: billing periods and prorated invoice lines for plan changes.
 //! - [`role`]: built-in and custom roles, resources, actions, who may grant what.
@@ -25,6 +26,7 @@ pub mod domains;
 pub mod ids;
 pub mod keys;
 pub mod names;
+pub mod node;
 pub mod plan;
 pub mod proration;
 pub mod ratelimit;

@@ -93,10 +93,20 @@ impl Application {
         if !targets.allows_private() {
             tracing::info!("webhooks to loopback and private addresses are refused (see --allow-private-webhooks)");
         }
+        let node_id = crate::dataplane::node::resolve_id(config.node_id.as_deref(), &config.data_dir)
+            .map_err(|e| StartupError::Other(format!("node id: {e}")))?;
+        let registry = crate::dataplane::registry::Registry::shared();
+        let node = crate::dataplane::node::LocalNode::new(
+            node_id,
+            crate::dataplane::node::ALL_REGIONS.to_owned(),
+            public_url.clone(),
+            clock.now(),
+            &registry,
+        );
         let state = AppState::new(Inner {
-            node_id: config.node_id.clone(),
+            node,
             docs,
-            registry: crate::dataplane::registry::Registry::shared(),
+            registry,
             limits: crate::dataplane::limits::Limits::default(),
             apps: crate::cache::AppCache::default(),
             denied: crate::cache::DenyList::default(),
@@ -143,6 +153,7 @@ impl Application {
         let state = self.state.clone();
         let purge = tokio::spawn(purge_loop(state.clone()));
         let caches = tokio::spawn(crate::cache::refresh_loop(state.downgrade()));
+        let heartbeat = tokio::spawn(crate::routes::nodes::heartbeat_loop(state.downgrade()));
         let supervisor = tokio::spawn(crate::dataplane::registry::Registry::supervise(
             Arc::downgrade(&state.registry),
             state.clock.clone(),
@@ -164,6 +175,7 @@ impl Application {
         };
         purge.abort();
         caches.abort();
+        heartbeat.abort();
         supervisor.abort();
         // Open sockets are not part of axum's graceful shutdown: tell their
         // clients to reconnect (to another node, or to this one restarted).

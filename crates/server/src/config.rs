@@ -91,6 +91,12 @@ pub struct ConfigLayer {
     /// Sender of outgoing mail [default: WireSocket <no-reply@localhost>]
     #[arg(long, env = "WIRESOCKET_MAIL_FROM")]
     pub mail_from: Option<String>,
+    /// Seconds between a node's heartbeats to the registry [default: 5]
+    #[arg(long, env = "WIRESOCKET_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<u64>,
+    /// Seconds without a heartbeat after which the registry shows a node `down` [default: 15]
+    #[arg(long, env = "WIRESOCKET_NODE_TIMEOUT")]
+    pub node_timeout: Option<u64>,
 }
 
 impl std::fmt::Debug for ConfigLayer {
@@ -119,6 +125,8 @@ impl std::fmt::Debug for ConfigLayer {
             .field("allow_private_webhooks", &self.allow_private_webhooks)
             .field("webhook_debounce_ms", &self.webhook_debounce_ms)
             .field("webhook_retry_scale", &self.webhook_retry_scale)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("node_timeout", &self.node_timeout)
             .finish()
     }
 }
@@ -149,6 +157,8 @@ impl ConfigLayer {
             webhook_retry_scale: self.webhook_retry_scale.or(lower.webhook_retry_scale),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             mail_from: self.mail_from.or(lower.mail_from),
+            heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
+            node_timeout: self.node_timeout.or(lower.node_timeout),
         }
     }
 
@@ -198,7 +208,9 @@ pub struct Config {
     pub regions: Vec<Region>,
     pub password_policy: PasswordPolicy,
     pub max_message_bytes: usize,
-    pub node_id: String,
+    /// `--node-id`; without it the id kept in the data dir (see
+    /// [`crate::dataplane::node::resolve_id`]).
+    pub node_id: Option<String>,
     /// How long a document stays in memory after its last connection left.
     pub doc_idle_unload: Duration,
     pub rate_limits: RateLimitConfig,
@@ -215,6 +227,10 @@ pub struct Config {
     pub smtp_url: Option<SecretString>,
     /// The `From:` of outgoing mail (an RFC 5322 mailbox).
     pub mail_from: String,
+    /// How often this node heartbeats to the registry.
+    pub heartbeat_interval: Duration,
+    /// A node without a heartbeat for this long is `down`.
+    pub node_timeout: Duration,
 }
 
 /// The limits on the authentication surface; `None` turns one off.
@@ -277,6 +293,8 @@ impl std::fmt::Debug for Config {
             .field("webhook_retry_scale", &self.webhook_retry_scale)
             .field("smtp_url", &self.smtp_url.as_ref().map(|_| "[redacted]"))
             .field("mail_from", &self.mail_from)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("node_timeout", &self.node_timeout)
             .finish()
     }
 }
@@ -356,9 +374,9 @@ impl Config {
             return Err(ConfigError("max message size must be at least 1024 bytes".into()));
         }
         let node_id = match layer.node_id {
-            Some(id) if !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_graphic()) => id,
+            Some(id) if crate::dataplane::node::valid_id(&id) => Some(id),
             Some(id) => return Err(ConfigError(format!("bad node id {id:?}"))),
-            None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            None => None,
         };
         let max_keys = layer.rate_limit_max_keys.unwrap_or(DEFAULT_RATE_LIMIT_MAX_KEYS);
         if max_keys < 1000 {
@@ -382,6 +400,16 @@ impl Config {
         let webhook_retry_scale = layer.webhook_retry_scale.unwrap_or(1.0);
         if !(0.0..=1000.0).contains(&webhook_retry_scale) {
             return Err(ConfigError("webhook retry scale must be between 0 and 1000".into()));
+        }
+        let heartbeat_interval = layer.heartbeat_interval.unwrap_or(5);
+        let node_timeout = layer.node_timeout.unwrap_or(15);
+        if heartbeat_interval == 0 || heartbeat_interval > 3600 {
+            return Err(ConfigError("the heartbeat interval must be between 1 and 3600 seconds".into()));
+        }
+        if node_timeout <= heartbeat_interval {
+            return Err(ConfigError(format!(
+                "the node timeout ({node_timeout} s) must be longer than the heartbeat interval ({heartbeat_interval} s)"
+            )));
         }
         let mail_from = layer.mail_from.unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned());
         if mail_from.parse::<lettre::message::Mailbox>().is_err() {
@@ -417,6 +445,8 @@ impl Config {
             webhook_retry_scale,
             smtp_url: layer.smtp_url.map(SecretString::from),
             mail_from,
+            heartbeat_interval: Duration::from_secs(heartbeat_interval),
+            node_timeout: Duration::from_secs(node_timeout),
         })
     }
 

@@ -26,8 +26,8 @@ pub struct Inner {
     pub keys: KeyService,
     pub password_policy: PasswordPolicy,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// This node's id in discovery answers.
-    pub node_id: String,
+    /// This process as a data-plane node (id, drain state, heartbeat).
+    pub node: crate::dataplane::node::LocalNode,
     pub docs: Arc<crate::dataplane::docs::Docs>,
     pub registry: Arc<crate::dataplane::registry::Registry>,
     pub limits: crate::dataplane::limits::Limits,

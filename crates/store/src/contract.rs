@@ -14,9 +14,9 @@
 
 use crate::{
     AppRecord, AuditFilter, AuditRecord, CustomRoleRecord, DeliveryRecord, DocKey, DocRecord, DocState, InviteAcceptor,
-    InviteRecord, InvoiceRecord, JobNext, JobStatus, MemberRecord, MfaRecord, PasswordResetRecord, RefreshKind,
-    RefreshTokenRecord, RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
-    WebhookJobRecord, WebhookRecord,
+    InviteRecord, InvoiceRecord, JobNext, JobStatus, MemberRecord, MfaRecord, NodeHeartbeat, PasswordResetRecord,
+    RefreshKind, RefreshTokenRecord, RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord,
+    UserRecord, WebhookJobRecord, WebhookRecord,
 };
 use domain::audit::{ChainBreak, GENESIS_HASH};
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
@@ -113,6 +113,7 @@ macro_rules! for_each_contract_test {
             webhook_outbox_lifecycle,
             webhook_enqueue_under_concurrency,
             webhook_claims_under_concurrency,
+            nodes_register_heartbeat_and_drain,
         ];
     };
 }
@@ -2725,4 +2726,47 @@ pub async fn webhook_claims_under_concurrency(store: &dyn Store) {
     }
     assert_eq!(seen.len(), 24);
     assert!(store.delete_webhook(a.tenant_id, a.id, &hook.id).await.unwrap());
+}
+
+pub async fn nodes_register_heartbeat_and_drain(store: &dyn Store) {
+    let t0 = now();
+    let id = format!("node-{}", unique());
+    let beat = |instance: &str, connections: i64| NodeHeartbeat {
+        id: id.clone(),
+        region: "eu-central-1".into(),
+        url: "http://10.0.0.7:8080".into(),
+        instance: instance.into(),
+        started_at: t0,
+        connections,
+        documents: 2,
+    };
+    assert!(store.get_node(&id).await.unwrap().is_none());
+    assert!(store.set_node_draining(&id, true).await.unwrap().is_none(), "an unknown node cannot drain");
+    let n = store.node_heartbeat(&beat("a", 3), t0).await.unwrap();
+    assert_eq!(
+        (n.id.as_str(), n.region.as_str(), n.draining, n.connections, n.documents),
+        (id.as_str(), "eu-central-1", false, 3, 2)
+    );
+    assert_eq!(n.last_heartbeat_at, t0);
+    // Drained, it stays drained across the same process's heartbeats...
+    assert!(store.set_node_draining(&id, true).await.unwrap().unwrap().draining);
+    let n = store.node_heartbeat(&beat("a", 0), t0 + Duration::seconds(5)).await.unwrap();
+    assert!(n.draining);
+    assert_eq!((n.connections, n.last_heartbeat_at), (0, t0 + Duration::seconds(5)));
+    assert_eq!(store.get_node(&id).await.unwrap().unwrap(), n);
+    // ...until undrained, or until it restarts (a new instance comes back up).
+    let n = store.node_heartbeat(&beat("b", 1), t0 + Duration::seconds(60)).await.unwrap();
+    assert!(!n.draining);
+    assert_eq!(n.instance, "b");
+    assert!(store.set_node_draining(&id, true).await.unwrap().unwrap().draining);
+    assert!(!store.set_node_draining(&id, false).await.unwrap().unwrap().draining);
+    // Listed by id, in pages.
+    let other = NodeHeartbeat { id: format!("{id}-2"), ..beat("c", 0) };
+    store.node_heartbeat(&other, t0).await.unwrap();
+    let page = store.list_nodes(Some(&id[..id.len() - 1]), 1).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].id, id);
+    let rest = store.list_nodes(page.next_after.as_deref(), 10).await.unwrap();
+    assert!(rest.items.iter().any(|n| n.id == other.id));
+    assert!(rest.items.iter().all(|n| n.id > id));
 }

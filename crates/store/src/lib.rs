@@ -555,4 +555,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Page<DeliveryRecord>>;
     async fn get_webhook_job(&self, id: &str) -> Result<Option<WebhookJobRecord>>;
+
+    // ---- node registry ----------------------------------------------------
+    /// Records a heartbeat at `now` and answers the node as stored: a new id
+    /// is registered; the same instance keeps its `draining`; a new instance
+    /// (a restart) starts undrained.
+    async fn node_heartbeat(&self, beat: &NodeHeartbeat, now: OffsetDateTime) -> Result<NodeRecord>;
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>>;
+    /// By id.
+    async fn list_nodes(&self, after: Option<&str>, limit: u32) -> Result<Page<NodeRecord>>;
+    /// Drain (`true`) or undrain; `None` for an unknown id.
+    async fn set_node_draining(&self, id: &str, draining: bool) -> Result<Option<NodeRecord>>;
 }

@@ -804,3 +804,32 @@ mod tests {
         assert_ne!(key, other);
     }
 }
+
+/// A data-plane node as the registry holds it (see migration 0006).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: String,
+    pub region: String,
+    /// Its public base URL (what discovery hands out, as `ws(s)://…/v1/sync`).
+    pub url: String,
+    /// Set by drain, cleared by undrain or by a new instance's first heartbeat.
+    pub draining: bool,
+    /// The process behind the id; a new one means the node restarted.
+    pub instance: String,
+    pub started_at: OffsetDateTime,
+    pub last_heartbeat_at: OffsetDateTime,
+    pub connections: i64,
+    pub documents: i64,
+}
+
+/// What a node reports in each heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHeartbeat {
+    pub id: String,
+    pub region: String,
+    pub url: String,
+    pub instance: String,
+    pub started_at: OffsetDateTime,
+    pub connections: i64,
+    pub documents: i64,
+}

@@ -4,6 +4,7 @@
 //!   compacted in the background; the group-commit persister.
 //! - [`registry`]: live connections, so revocations and deletions can close them.
 //! - [`limits`]: per-app plan limits (connections, documents, operations per minute).
+//! - [`node`]: this process as a node: its id, drain, heartbeat to the registry.
 //!
 //! Durability: a write is appended to the store before the room applies it,
 //! so a room only ever holds persisted state and no client can receive an
@@ -11,6 +12,7 @@
 
 pub mod docs;
 pub mod limits;
+pub mod node;
 pub mod registry;
 pub mod ws;
 

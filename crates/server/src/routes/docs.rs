@@ -47,6 +47,13 @@ pub async fn discovery(
     ApiPath(doc): ApiPath<String>,
 ) -> Result<Json<Discovery>, ApiError> {
     doc_key(&token, &doc)?;
+    if state.node.is_draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_node_available",
+            "no node of the app's region is up; try again shortly",
+        ));
+    }
     let base = &state.public_url;
     let ws = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
@@ -55,7 +62,7 @@ pub async fn discovery(
     };
     Ok(Json(Discovery {
         url: format!("{ws}/v1/sync"),
-        node_id: state.node_id.clone(),
+        node_id: state.node.id.clone(),
         region: token.app.region.clone(),
     }))
 }

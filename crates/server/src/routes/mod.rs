@@ -9,6 +9,7 @@ pub mod human;
 pub mod invites;
 pub mod members;
 pub mod mfa;
+pub mod nodes;
 pub mod oauth;
 pub mod ops;
 pub mod password;
@@ -197,6 +198,9 @@ pub fn api(max_message: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::rotate_webhook_secret))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(nodes::list_nodes))
+        .routes(routes!(nodes::drain_node))
+        .routes(routes!(nodes::undrain_node))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))

@@ -12,6 +12,8 @@
 //! - `Tenant(resource, action)`: a human session of a member of the path's
 //!   `{tid}` whose role grants the permission. Not a member: 404 (no
 //!   existence leak); a member without it: 403; an app token: 403.
+//! - `Operator`: a human session of the platform operator (the first
+//!   user), for the node registry; any other session: 403.
 //! - `AppToken`: the data plane. Only an app's JWT; anything else is 401.
 
 use crate::error::ApiError;
@@ -28,11 +30,13 @@ pub enum Policy {
     Public,
     Session,
     Tenant(Resource, Action),
+    /// A human session of the platform operator (the first user).
+    Operator,
     AppToken,
 }
 
 use Action::{Create, Delete, Read, Update};
-use Policy::{AppToken, Public, Session, Tenant};
+use Policy::{AppToken, Operator, Public, Session, Tenant};
 use Resource::*;
 
 /// `(method, route template, policy)` for every route.
@@ -94,6 +98,10 @@ pub const POLICIES: &[(&str, &str, Policy)] = &[
     // audit
     ("GET", "/v1/tenants/{tid}/audit", Tenant(Audit, Read)),
     ("GET", "/v1/tenants/{tid}/audit/verify", Tenant(Audit, Read)),
+    // the node registry
+    ("GET", "/v1/nodes", Operator),
+    ("POST", "/v1/nodes/{id}/drain", Operator),
+    ("POST", "/v1/nodes/{id}/undrain", Operator),
     // OAuth 2 (client authentication is the endpoint's own)
     ("POST", "/oauth/token", Public),
     ("POST", "/oauth/introspect", Public),
@@ -136,6 +144,11 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
                 return e.into_response();
             }
         }
+        Operator => match HumanSession::from_request_parts(&mut parts, &state).await {
+            Ok(session) if session.user.is_operator => {}
+            Ok(_) => return ApiError::forbidden("only the platform operator may manage nodes").into_response(),
+            Err(e) => return e.into_response(),
+        },
         Tenant(resource, action) => {
             let mut session = match HumanSession::from_request_parts(&mut parts, &state).await {
                 Ok(s) => s,

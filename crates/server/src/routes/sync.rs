@@ -76,6 +76,14 @@ pub async fn sync(
     headers: HeaderMap,
     ws: Result<Upgrade, ApiError>,
 ) -> Result<Response, ApiError> {
+    if state.node.is_draining() {
+        refusal("draining");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_draining",
+            "this node is draining: ask discovery for another",
+        ));
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -203,6 +211,11 @@ impl Conn {
             })
         };
         let reg = self.state.registry.insert(info, peer.clone());
+        // A drain between the check before the upgrade and this insert
+        // would miss this connection: check again now that it is listed.
+        if self.state.node.is_draining() {
+            peer.close(CloseReason { code: close::DRAINING, reason: "node draining: reconnect through discovery" });
+        }
         let conn = slot.room.connect(sender);
         metrics::gauge!("wiresocket_connections_open").increment(1.0);
         metrics::counter!("wiresocket_connections_total").increment(1);

@@ -16,6 +16,7 @@ mod matrix;
 mod members;
 mod mfa;
 mod no_500;
+mod nodes;
 mod oauth;
 mod ops;
 mod password_reset;

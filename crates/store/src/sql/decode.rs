@@ -5,8 +5,8 @@
 
 use crate::{
     AppRecord, AuditRecord, CustomRoleRecord, DeliveryRecord, DocRecord, DocState, InviteRecord, InvoiceRecord,
-    JobStatus, MemberRecord, MfaRecord, RefreshKind, RefreshTokenRecord, Result, SessionRecord, SigningKeyRecord,
-    StoreError, TenantRecord, UserRecord, WebhookJobRecord, WebhookRecord,
+    JobStatus, MemberRecord, MfaRecord, NodeRecord, RefreshKind, RefreshTokenRecord, Result, SessionRecord,
+    SigningKeyRecord, StoreError, TenantRecord, UserRecord, WebhookJobRecord, WebhookRecord,
 };
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
 use domain::keys::KeyState;
@@ -156,6 +156,20 @@ pub(super) fn app(r: &impl Cols) -> Result<AppRecord> {
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
         secret_rotated_at: r.opt_time("secret_rotated_at")?,
+    })
+}
+
+pub(super) fn node(r: &impl Cols) -> Result<NodeRecord> {
+    Ok(NodeRecord {
+        id: r.text("id")?,
+        region: r.text("region")?,
+        url: r.text("url")?,
+        draining: r.flag("draining")?,
+        instance: r.text("instance")?,
+        started_at: r.time("started_at")?,
+        last_heartbeat_at: r.time("last_heartbeat_at")?,
+        connections: r.int("connections")?,
+        documents: r.int("documents")?,
     })
 }
 

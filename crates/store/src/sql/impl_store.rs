@@ -43,9 +43,10 @@ macro_rules! impl_store {
             };
             use $crate::{
                 AppRecord, AuditFilter, AuditRecord, CustomRoleRecord, DeliveryRecord, DocKey, DocRecord, DocState,
-                InviteAcceptor, InviteRecord, InvoiceRecord, JobNext, MemberRecord, MfaRecord, Page,
-                PasswordResetRecord, RefreshKind, RefreshTokenRecord, Result, RotateOutcome, SessionRecord,
-                SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord, WebhookJobRecord, WebhookRecord,
+                InviteAcceptor, InviteRecord, InvoiceRecord, JobNext, MemberRecord, MfaRecord, NodeHeartbeat,
+                NodeRecord, Page, PasswordResetRecord, RefreshKind, RefreshTokenRecord, Result, RotateOutcome,
+                SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord, WebhookJobRecord,
+                WebhookRecord,
             };
 
             impl $store {
@@ -1889,6 +1890,58 @@ macro_rules! impl_store {
                         .await
                         .map_err(db_err)?
                         .map(|r| decode::job(&r))
+                        .transpose()
+                }
+
+                // ---- node registry ----------------------------------------
+                async fn node_heartbeat(&self, beat: &NodeHeartbeat, now: OffsetDateTime) -> Result<NodeRecord> {
+                    let row = sqlx::query(q::NODE_HEARTBEAT)
+                        .bind(&beat.id)
+                        .bind(&beat.region)
+                        .bind(&beat.url)
+                        .bind(&beat.instance)
+                        .bind(secs(beat.started_at))
+                        .bind(secs(now))
+                        .bind(beat.connections)
+                        .bind(beat.documents)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    decode::node(&row)
+                }
+
+                async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>> {
+                    sqlx::query(q::GET_NODE)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::node(&r))
+                        .transpose()
+                }
+
+                async fn list_nodes(&self, after: Option<&str>, limit: u32) -> Result<Page<NodeRecord>> {
+                    let limit = clamp_limit(limit);
+                    let items = sqlx::query(q::LIST_NODES)
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::node)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(page(items, limit, |n| n.id.clone()))
+                }
+
+                async fn set_node_draining(&self, id: &str, draining: bool) -> Result<Option<NodeRecord>> {
+                    sqlx::query(q::SET_NODE_DRAINING)
+                        .bind(id)
+                        .bind(draining)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .map(|r| decode::node(&r))
                         .transpose()
                 }
             }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (3, "security", include_str!("../../migrations/postgres/0003_security.sql")),
     (4, "members", include_str!("../../migrations/postgres/0004_members.sql")),
     (5, "doc_snapshots", include_str!("../../migrations/postgres/0005_doc_snapshots.sql")),
+    (6, "nodes", include_str!("../../migrations/postgres/0006_nodes.sql")),
 ];
 
 const POOL_SIZE: u32 = 10;

@@ -38,6 +38,11 @@ macro_rules! app_cols {
         )
     };
 }
+macro_rules! node_cols {
+    () => {
+        "id, region, url, draining, instance, started_at, last_heartbeat_at, connections, documents"
+    };
+}
 macro_rules! invoice_cols {
     () => {
         "id, app_id, tenant_id, lines, total_cents, created_at"
@@ -493,3 +498,21 @@ pub const LIST_DELIVERIES: &str = concat!(
     delivery_cols!(),
     " FROM webhook_deliveries WHERE webhook_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
 );
+
+// ---- node registry --------------------------------------------------------
+/// `$1` id, `$2` region, `$3` url, `$4` instance, `$5` started_at, `$6` now,
+/// `$7` connections, `$8` documents. A new instance starts undrained.
+pub const NODE_HEARTBEAT: &str = concat!(
+    "INSERT INTO nodes (",
+    node_cols!(),
+    ") VALUES ($1, $2, $3, FALSE, $4, $5, $6, $7, $8) ",
+    "ON CONFLICT (id) DO UPDATE SET region = excluded.region, url = excluded.url, ",
+    "draining = CASE WHEN nodes.instance = excluded.instance THEN nodes.draining ELSE FALSE END, ",
+    "instance = excluded.instance, started_at = excluded.started_at, ",
+    "last_heartbeat_at = excluded.last_heartbeat_at, connections = excluded.connections, ",
+    "documents = excluded.documents RETURNING ",
+    node_cols!()
+);
+pub const GET_NODE: &str = concat!("SELECT ", node_cols!(), " FROM nodes WHERE id = $1");
+pub const LIST_NODES: &str = concat!("SELECT ", node_cols!(), " FROM nodes WHERE id > $1 ORDER BY id LIMIT $2");
+pub const SET_NODE_DRAINING: &str = concat!("UPDATE nodes SET draining = $2 WHERE id = $1 RETURNING ", node_cols!());

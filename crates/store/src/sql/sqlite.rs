@@ -14,6 +14,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (3, "security", include_str!("../../migrations/sqlite/0003_security.sql")),
     (4, "members", include_str!("../../migrations/sqlite/0004_members.sql")),
     (5, "doc_snapshots", include_str!("../../migrations/sqlite/0005_doc_snapshots.sql")),
+    (6, "nodes", include_str!("../../migrations/sqlite/0006_nodes.sql")),
 ];
 
 /// SQLite serialises writers anyway; a few connections let reads run
