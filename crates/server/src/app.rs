@@ -105,6 +105,7 @@ impl Application {
         );
         let state = AppState::new(Inner {
             node,
+            directory: crate::fleet::NodeDirectory::default(),
             docs,
             registry,
             limits: crate::dataplane::limits::Limits::default(),
@@ -132,6 +133,8 @@ impl Application {
                 registry.close_where(reloading, |c| &c.doc == key);
             }
         }));
+        // Registered before the first request: discovery can name this node.
+        crate::routes::nodes::beat(&state).await;
         let router = router(state.clone());
         Ok(Self { listener, addr, router, state, webhook_client })
     }

@@ -5,6 +5,7 @@
 //! - [`app`]: `Application::build` (binds; port 0 in tests) and `run_until`.
 //! - [`state`]: shared state, principal checks, audit helper.
 //! - [`cache`]: the app records and deny-list a connect needs, kept in memory.
+//! - [`fleet`]: the node directory discovery picks from (rendezvous hashing).
 //! - [`extract`]: JSON/query extractors with our error shape; principals.
 //! - [`error`]: `ApiError` (stable codes, opaque 500s) and `OAuthError` (RFC 6749 §5.2).
 //! - [`keys`]: tenant signing keys at run time (caches, generation).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod dataplane;
 pub mod error;
 pub mod extract;
+pub mod fleet;
 pub mod keys;
 pub mod mail;
 pub mod masterkey;

@@ -28,6 +28,8 @@ pub struct Inner {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// This process as a data-plane node (id, drain state, heartbeat).
     pub node: crate::dataplane::node::LocalNode,
+    /// The registry's nodes, in memory, for discovery.
+    pub directory: crate::fleet::NodeDirectory,
     pub docs: Arc<crate::dataplane::docs::Docs>,
     pub registry: Arc<crate::dataplane::registry::Registry>,
     pub limits: crate::dataplane::limits::Limits,

@@ -46,25 +46,19 @@ pub async fn discovery(
     token: AppToken,
     ApiPath(doc): ApiPath<String>,
 ) -> Result<Json<Discovery>, ApiError> {
-    doc_key(&token, &doc)?;
-    if state.node.is_draining() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_node_available",
-            "no node of the app's region is up; try again shortly",
-        ));
-    }
-    let base = &state.public_url;
-    let ws = if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else {
-        format!("ws://{}", base.trim_start_matches("http://"))
-    };
-    Ok(Json(Discovery {
-        url: format!("{ws}/v1/sync"),
-        node_id: state.node.id.clone(),
-        region: token.app.region.clone(),
-    }))
+    let key = doc_key(&token, &doc)?;
+    let app = token.app.id.to_string();
+    let node = state
+        .directory
+        .pick(&token.app.region, &app, &key.name, state.now(), state.config.node_timeout)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_node_available",
+                "no node of the app's region is up; try again shortly",
+            )
+        })?;
+    Ok(Json(Discovery { url: crate::fleet::sync_url(&node.url), node_id: node.id, region: token.app.region.clone() }))
 }
 
 #[derive(Serialize, ToSchema)]

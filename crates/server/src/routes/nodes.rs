@@ -90,6 +90,8 @@ pub async fn undrain_node(
 
 async fn set_draining(state: &AppState, actor: &Actor, id: &str, draining: bool) -> Result<Json<NodeView>, ApiError> {
     let node = state.store.set_node_draining(id, draining).await?.ok_or_else(ApiError::not_found)?;
+    // Discovery stops (or starts again) naming it at once.
+    state.directory.upsert(node.clone());
     if node.id == state.node.id {
         state.node.set_draining(draining);
     }
@@ -98,11 +100,7 @@ async fn set_draining(state: &AppState, actor: &Actor, id: &str, draining: bool)
     Ok(Json(NodeView::new(node, state.now(), state.config.node_timeout)))
 }
 
-/// This process's heartbeat, every `--heartbeat-interval`: reports its
-/// connections and documents, follows the registry's drain flag (so a
-/// drain taken by another control process reaches it within one interval),
-/// and exports every node as `wiresocket_node_up`, `…_connections`,
-/// `…_documents` (labelled by node and region).
+/// This process's heartbeat, every `--heartbeat-interval` (see [`beat`]).
 pub async fn heartbeat_loop(state: std::sync::Weak<crate::state::Inner>) {
     let interval = match state.upgrade() {
         Some(state) => state.config.heartbeat_interval,
@@ -110,33 +108,26 @@ pub async fn heartbeat_loop(state: std::sync::Weak<crate::state::Inner>) {
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first beat ran at start-up.
+    tick.tick().await;
     loop {
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
-        let now = state.clock.now();
-        if let Err(e) = state.node.heartbeat(state.store.as_ref(), state.docs.loaded_count(), now).await {
-            tracing::warn!(error = %e, "the node heartbeat failed; the registry may show this node down");
-        }
-        if let Err(e) = export_nodes(&state, now).await {
-            tracing::warn!(error = %e, "listing nodes for the metrics failed");
-        }
+        beat(&state).await;
     }
 }
 
-async fn export_nodes(state: &crate::state::Inner, now: OffsetDateTime) -> store::Result<()> {
-    let mut after: Option<String> = None;
-    loop {
-        let page = state.store.list_nodes(after.as_deref(), crate::routes::MAX_LIMIT).await?;
-        for n in &page.items {
-            let up = NodeStatus::of(n.draining, n.last_heartbeat_at, now, state.config.node_timeout) == NodeStatus::Up;
-            let labels = [("node", n.id.clone()), ("region", n.region.clone())];
-            metrics::gauge!("wiresocket_node_up", &labels).set(if up { 1.0 } else { 0.0 });
-            metrics::gauge!("wiresocket_node_connections", &labels).set(n.connections as f64);
-            metrics::gauge!("wiresocket_node_documents", &labels).set(n.documents as f64);
-        }
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => return Ok(()),
-        }
+/// Reports this node (connections, documents) to the registry and follows
+/// its drain flag (so a drain taken by another control process reaches it
+/// within one interval), then reloads the node directory and exports every
+/// node's gauges.
+pub async fn beat(state: &crate::state::Inner) {
+    let now = state.clock.now();
+    if let Err(e) = state.node.heartbeat(state.store.as_ref(), state.docs.loaded_count(), now).await {
+        tracing::warn!(error = %e, "the node heartbeat failed; the registry may show this node down");
+    }
+    match state.directory.refresh(state.store.as_ref()).await {
+        Ok(()) => state.directory.export_metrics(now, state.config.node_timeout),
+        Err(e) => tracing::warn!(error = %e, "reloading the node directory failed; discovery keeps the last copy"),
     }
 }

@@ -121,3 +121,75 @@ async fn only_the_platform_operator_manages_nodes() {
     assert_error(r, 404, "not_found").await;
     assert!(!app.state.node.is_draining());
 }
+
+/// Discovery picks by rendezvous hashing over the up nodes of the app's
+/// region: the same node for every client of a document, documents spread
+/// over the nodes, and a node going down (or draining) moves only its own.
+#[tokio::test]
+async fn discovery_spreads_documents_and_a_lost_node_moves_only_its_own() {
+    let app = spawn_app().await;
+    let owner = app.setup().await;
+    let creds = app.create_app(&owner, "pro", &[]).await;
+    assert_eq!(creds.body["region"], "eu-central-1");
+    let m2m = app.m2m_token(&creds).await;
+    let now = app.clock_now();
+    // Two more nodes of the app's region and one of another region.
+    for (id, region) in [("eu-a", "eu-central-1"), ("eu-b", "eu-central-1"), ("us-a", "aws-us-east-1")] {
+        let beat = store::NodeHeartbeat {
+            id: id.into(),
+            region: region.into(),
+            url: format!("https://{id}.example.com"),
+            instance: "one".into(),
+            started_at: now,
+            connections: 0,
+            documents: 0,
+        };
+        app.state.store.node_heartbeat(&beat, now).await.unwrap();
+    }
+    server::routes::nodes::beat(&app.state).await;
+    let discover = |doc: String| {
+        let m2m = m2m.clone();
+        let app = &app;
+        async move {
+            let r = app.get(&format!("/v1/discovery/{doc}")).bearer_auth(&m2m).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let docs: Vec<String> = (0..60).map(|i| format!("doc-{i}")).collect();
+    let mut before = Vec::new();
+    for d in &docs {
+        let a = discover(d.clone()).await;
+        assert_eq!(discover(d.clone()).await, a, "two clients of {d} got different nodes");
+        before.push(a["node_id"].as_str().unwrap().to_owned());
+        if a["node_id"] == "eu-a" {
+            assert_eq!(a["url"], "wss://eu-a.example.com/v1/sync");
+        }
+    }
+    let used: std::collections::HashSet<&str> = before.iter().map(String::as_str).collect();
+    assert!(used.contains("eu-a") && used.contains("eu-b"), "not spread: {used:?}");
+    assert!(!used.contains("us-a"), "a node of another region was named");
+    // eu-b stops heartbeating: past the timeout only its documents move.
+    app.clock.advance(time::Duration::seconds(16));
+    for id in ["eu-a", "us-a"] {
+        let beat = store::NodeHeartbeat {
+            id: id.into(),
+            region: if id == "eu-a" { "eu-central-1" } else { "aws-us-east-1" }.into(),
+            url: format!("https://{id}.example.com"),
+            instance: "one".into(),
+            started_at: now,
+            connections: 0,
+            documents: 0,
+        };
+        app.state.store.node_heartbeat(&beat, app.clock_now()).await.unwrap();
+    }
+    server::routes::nodes::beat(&app.state).await;
+    for (d, b) in docs.iter().zip(&before) {
+        let now = discover(d.clone()).await["node_id"].as_str().unwrap().to_owned();
+        if b == "eu-b" {
+            assert_ne!(now, "eu-b");
+        } else {
+            assert_eq!(&now, b, "{d} moved although its node stayed up");
+        }
+    }
+}
