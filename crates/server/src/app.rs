@@ -73,7 +73,7 @@ impl Application {
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let store = open_store(&config).await?;
-        let ring = masterkey::load_or_generate(&config)?;
+        let ring = masterkey::load_or_generate(&config).await?;
         masterkey::check_ring_matches_store(&ring, store.as_ref()).await?;
         let listener = TcpListener::bind(config.listen).await.map_err(|e| StartupError::Bind(config.listen, e))?;
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(config.listen, e))?;
