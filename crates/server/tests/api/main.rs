@@ -12,6 +12,7 @@ mod dataplane;
 mod human;
 mod invites;
 mod master_key;
+mod master_key_command;
 mod matrix;
 mod members;
 mod mfa;
