@@ -26,9 +26,14 @@ pub struct ConfigLayer {
     /// postgres://… to use PostgreSQL instead of the embedded SQLite database
     #[arg(long, env = "WIRESOCKET_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// redis://… for the scale-out fleet (pub/sub, shared counters)
+    /// redis://… or rediss://… (TLS) for the fleet: the auth rate limits are counted there, so they
+    /// hold across processes
     #[arg(long, env = "WIRESOCKET_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM file of a private CA trusted, besides the public roots, for the TLS connections to
+    /// PostgreSQL (sslmode=verify-ca|verify-full) and Redis (rediss://)
+    #[arg(long, env = "WIRESOCKET_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Base URL used in token issuers and discovery answers [default: http://<listen>]
     #[arg(long, env = "WIRESOCKET_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -106,6 +111,7 @@ impl std::fmt::Debug for ConfigLayer {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redacted(&self.database_url))
             .field("redis_url", &redacted(&self.redis_url))
+            .field("ca_file", &self.ca_file)
             .field("public_url", &self.public_url)
             .field("master_key_file", &self.master_key_file)
             .field("master_key_command", &redacted(&self.master_key_command))
@@ -137,6 +143,7 @@ impl ConfigLayer {
             data_dir: self.data_dir.or(lower.data_dir),
             database_url: self.database_url.or(lower.database_url),
             redis_url: self.redis_url.or(lower.redis_url),
+            ca_file: self.ca_file.or(lower.ca_file),
             public_url: self.public_url.or(lower.public_url),
             master_key_file: self.master_key_file.or(lower.master_key_file),
             master_key_command: self.master_key_command.or(lower.master_key_command),
@@ -209,6 +216,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: Option<SecretString>,
     pub redis_url: Option<SecretString>,
+    /// `--ca-file`: a private CA for PostgreSQL and Redis over TLS.
+    pub ca_file: Option<PathBuf>,
     pub public_url: Option<String>,
     pub master_key: MasterKeySource,
     /// True when the master key was not supplied and lives in the data dir.
@@ -283,6 +292,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_ref().map(|_| "[redacted]"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "[redacted]"))
+            .field("ca_file", &self.ca_file)
             .field("public_url", &self.public_url)
             .field("master_key", &self.master_key)
             .field("access_token_ttl", &self.access_token_ttl)
@@ -425,11 +435,19 @@ impl Config {
                 return Err(ConfigError("the SMTP URL must be smtp://… or smtps://…".into()));
             }
         }
+        if let Some(url) = &layer.redis_url {
+            // The URL may hold a password: the message never quotes it.
+            let scheme = url::Url::parse(url).map(|u| u.scheme().to_owned()).unwrap_or_default();
+            if !matches!(scheme.as_str(), "redis" | "rediss") {
+                return Err(ConfigError("the Redis URL must be redis://… or rediss://… (TLS)".into()));
+            }
+        }
         Ok(Config {
             listen,
             data_dir,
             database_url: layer.database_url.map(SecretString::from),
             redis_url: layer.redis_url.map(SecretString::from),
+            ca_file: layer.ca_file,
             public_url: layer.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             master_key,
             master_key_generated,

@@ -7,6 +7,7 @@ mod helpers;
 
 mod apps;
 mod audit;
+mod backends;
 mod crash;
 mod dataplane;
 mod human;
