@@ -597,6 +597,19 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_are_redis_or_rediss_and_never_quoted() {
+        for ok in ["redis://127.0.0.1:6379", "rediss://:pw@redis.internal:6380/0"] {
+            let layer =
+                ConfigLayer { redis_url: Some(ok.into()), ca_file: Some("ca.pem".into()), ..Default::default() };
+            let cfg = Config::resolve(layer, None).unwrap();
+            assert_eq!(cfg.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        }
+        let bad = ConfigLayer { redis_url: Some("http://:s3cret@h".into()), ..Default::default() };
+        let err = Config::resolve(bad, None).unwrap_err().to_string();
+        assert!(err.contains("rediss://") && !err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
     fn debug_redacts_secrets() {
         let layer = ConfigLayer {
             database_url: Some("postgres://u:hunter2@h/db".into()),

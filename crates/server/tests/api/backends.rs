@@ -415,3 +415,52 @@ async fn rediss_with_the_private_ca_works_and_without_it_stops_the_start() {
         .to_string();
     assert!(err.contains("cannot connect to Redis over TLS") && err.contains("UnknownIssuer"), "{err}");
 }
+
+/// The scripts are the in-memory limiter's arithmetic: same passes, same
+/// Retry-After, refunds, and keys that expire at their TAT.
+#[tokio::test]
+async fn the_redis_limiter_decides_exactly_like_the_in_memory_one() {
+    use server::ratelimit::{InMemoryRateLimiter, RateLimiter, RedisRateLimiter};
+    let redis = PrivateRedis::plain();
+    let conn = server::backends::connect_redis(&SecretString::from(redis.url()), None).await.unwrap();
+    let shared = RedisRateLimiter::new(conn, 1000);
+    let local = InMemoryRateLimiter::new(1000);
+    let quota = domain::ratelimit::Quota::new(5, Duration::from_secs(60)).unwrap();
+    let t0 = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+    let steps: [(i64, bool); 9] = [
+        (0, false),
+        (0, false),
+        (0, false),
+        (1, true),
+        (0, false),
+        (0, false),
+        (11_500, false),
+        (12_000, false),
+        (12_000, false),
+    ];
+    for (i, (ms, refund)) in steps.into_iter().enumerate() {
+        let at = t0 + time::Duration::milliseconds(ms);
+        for _ in 0..2 {
+            let (a, b) = (shared.check("k", &quota, at).await, local.check("k", &quota, at).await);
+            assert_eq!(a, b, "step {i}");
+        }
+        if refund {
+            shared.refund("k", &quota, at).await;
+            local.refund("k", &quota, at).await;
+        }
+    }
+    assert!(!shared.is_degraded());
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Expiry is relative to Redis's clock: the TAT minus "now", at most a minute.
+    let ttl: i64 = redis::cmd("PTTL").arg("rl:{k}").query_async(&mut conn).await.unwrap();
+    assert!((1..=60_000).contains(&ttl), "{ttl}");
+    // A refund of the last request deletes a key whose TAT would be past.
+    let once = domain::ratelimit::Quota::new(1, Duration::from_secs(60)).unwrap();
+    shared.check("one", &once, t0).await.unwrap();
+    assert!(shared.check("one", &once, t0).await.is_err());
+    shared.refund("one", &once, t0).await;
+    let exists: bool = redis::cmd("EXISTS").arg("rl:{one}").query_async(&mut conn).await.unwrap();
+    assert!(!exists);
+    shared.check("one", &once, t0).await.unwrap();
+}
