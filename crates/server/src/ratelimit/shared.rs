@@ -4,8 +4,8 @@
 use super::{InMemoryRateLimiter, RateLimiter, RetryAfter};
 use domain::ratelimit::Quota;
 use redis::aio::ConnectionManager;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 const CHECK: &str = r"
@@ -35,13 +35,23 @@ return 0
 /// hold per node), with one WARN when that starts and one INFO when Redis
 /// answers again; nothing is refused or let through for the outage alone.
 /// Counts made locally during an outage are not carried over to Redis.
+///
+/// During an outage only one request per [`PROBE_INTERVAL`] tries Redis;
+/// the others go straight to the local counts, so a Redis that hangs costs
+/// one request its response timeout, not every request.
 pub struct RedisRateLimiter {
     conn: ConnectionManager,
     check: redis::Script,
     refund: redis::Script,
     fallback: InMemoryRateLimiter,
     degraded: AtomicBool,
+    /// While degraded: when the next probe may go to Redis, in ms since `started`.
+    next_probe: AtomicU64,
+    started: Instant,
 }
+
+/// How often a degraded limiter tries Redis again.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The Redis key of a limiter key: braces make the key its own cluster
 /// hash tag, so a script's one key never spans slots.
@@ -66,7 +76,25 @@ impl RedisRateLimiter {
             refund: redis::Script::new(REFUND),
             fallback: InMemoryRateLimiter::new(max_local_keys),
             degraded: AtomicBool::new(false),
+            next_probe: AtomicU64::new(0),
+            started: Instant::now(),
         }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this call should go to Redis: always while it is healthy,
+    /// during an outage only the one call that wins the next probe slot.
+    fn try_redis(&self) -> bool {
+        if !self.degraded.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = self.elapsed_ms();
+        let due = self.next_probe.load(Ordering::Acquire);
+        let next = now.saturating_add(u64::try_from(PROBE_INTERVAL.as_millis()).unwrap_or(u64::MAX));
+        now >= due && self.next_probe.compare_exchange(due, next, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Whether the last call found Redis failing.
@@ -76,6 +104,8 @@ impl RedisRateLimiter {
 
     fn redis_failed(&self, e: &redis::RedisError) {
         metrics::counter!("wiresocket_rate_limiter_redis_errors_total").increment(1);
+        let next = self.elapsed_ms().saturating_add(u64::try_from(PROBE_INTERVAL.as_millis()).unwrap_or(u64::MAX));
+        self.next_probe.store(next, Ordering::Release);
         if !self.degraded.swap(true, Ordering::AcqRel) {
             tracing::warn!(error = %e, "Redis is failing: rate limits fall back to this node's own counts until it answers");
         }
@@ -91,6 +121,9 @@ impl RedisRateLimiter {
 #[async_trait::async_trait]
 impl RateLimiter for RedisRateLimiter {
     async fn check(&self, key: &str, quota: &Quota, now: OffsetDateTime) -> Result<(), RetryAfter> {
+        if !self.try_redis() {
+            return self.fallback.check(key, quota, now).await;
+        }
         // ConnectionManager is a handle: cloning shares one multiplexed connection.
         let mut conn = self.conn.clone();
         let answer: Result<i64, _> = self
@@ -118,6 +151,9 @@ impl RateLimiter for RedisRateLimiter {
     }
 
     async fn refund(&self, key: &str, quota: &Quota, now: OffsetDateTime) {
+        if !self.try_redis() {
+            return self.fallback.refund(key, quota, now).await;
+        }
         let mut conn = self.conn.clone();
         let answer: Result<i64, _> = self
             .refund

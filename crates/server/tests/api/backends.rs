@@ -464,3 +464,35 @@ async fn the_redis_limiter_decides_exactly_like_the_in_memory_one() {
     assert!(!exists);
     shared.check("one", &once, t0).await.unwrap();
 }
+
+/// A Redis that hangs (SIGSTOP) instead of refusing: one request in each
+/// probe interval waits for the response timeout, the rest count locally
+/// at once; when it resumes, the counts go back to it.
+#[tokio::test]
+async fn a_hanging_redis_costs_one_request_per_probe_not_every_request() {
+    let redis = PrivateRedis::plain();
+    let dir = temp_dir();
+    let app = spawn_with(redis_config(&dir, redis.url(), None)).await;
+    assert_eq!(bad_login(&app, "warm@example.com").await, 401);
+    let pid = redis.child.id().to_string();
+    run(Command::new("kill").args(["-STOP", &pid]));
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(bad_login(&app, "hang@example.com").await);
+    }
+    let took = started.elapsed();
+    run(Command::new("kill").args(["-CONT", &pid]));
+    // 5 failures, then locked: the local counts held the limit meanwhile.
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    // Without the probe interval each of the 12 would wait 500 ms (6 s).
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let key = format!("rl:{{login:{}}}", auth::token::hash_token("after-hang@example.com"));
+    while !redis.rate_limit_keys().await.contains(&key) {
+        assert!(Instant::now() < deadline, "never went back to Redis");
+        bad_login(&app, "after-hang@example.com").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+}
