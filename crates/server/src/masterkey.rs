@@ -100,7 +100,7 @@ pub async fn run_ring_command(command: &MasterKeyCommand) -> Result<MasterKeyRin
         return Err(MasterKeyError::Command("could not be started: no output pipes".into()));
     };
     let run = async {
-        let mut out = Zeroizing::new(Vec::with_capacity(MAX_RING_OUTPUT + 1));
+        let mut out = Zeroizing::new(Vec::with_capacity(MAX_RING_OUTPUT + 64));
         let mut err = Vec::with_capacity(STDERR_EXCERPT);
         let read_out = async {
             let mut limited = (&mut stdout).take(MAX_RING_OUTPUT as u64 + 1);

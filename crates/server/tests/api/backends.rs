@@ -496,3 +496,52 @@ async fn a_hanging_redis_costs_one_request_per_probe_not_every_request() {
     }
     app.stop().await;
 }
+
+/// The same with two real server processes: the limit is one across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_binaries_sharing_redis_enforce_one_limit() {
+    let redis = PrivateRedis::plain();
+    let dirs = [temp_dir(), temp_dir()];
+    let ports = [free_port(), free_port()];
+    let mut servers: Vec<_> = dirs
+        .iter()
+        .zip(ports)
+        .map(|(dir, port)| {
+            Command::new(crate::crash::binary())
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+                .arg(&**dir)
+                .args(["--redis-url", &redis.url()])
+                .env("WIRESOCKET_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    struct KillOnDrop<'a>(&'a mut Vec<Child>);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            for child in self.0.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let _kill = KillOnDrop(&mut servers);
+    let http = reqwest::Client::new();
+    let bases: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    for base in &bases {
+        crate::crash::wait_ready(&http, base).await;
+    }
+    let attempts = (0..20).map(|i| {
+        let (http, url) = (http.clone(), format!("{}/v1/auth/login", bases[i % 2]));
+        async move {
+            let body = json!({"email": "two-binaries@example.com", "password": "wrong"});
+            http.post(url).json(&body).send().await.unwrap().status().as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    let passed = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!((passed, statuses.len() - passed), (5, 15), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+}
