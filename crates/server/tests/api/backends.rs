@@ -77,6 +77,29 @@ impl TestCa {
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// PostgreSQL refuses to run as root: as root the cluster belongs to the
+/// `postgres` user, otherwise to whoever runs the tests.
+fn as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn pg_command(bin: &str) -> Command {
+    let path = Path::new(PG_BIN).join(bin);
+    if as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn give_to_postgres(path: &Path) {
+    if as_root() {
+        run(Command::new("chown").arg("postgres:postgres").arg(path));
+    }
+}
+
 /// A PostgreSQL 15 cluster of the test's own, TLS only (`hostssl` is the
 /// one TCP rule), run as the `postgres` user. Dropping it stops it and
 /// removes its directory.
@@ -89,13 +112,8 @@ impl PrivatePostgres {
     fn start(ca: &TestCa) -> PrivatePostgres {
         let dir = temp_dir();
         let data = dir.join("data");
-        let as_postgres = |bin: &str| {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(Path::new(PG_BIN).join(bin));
-            c
-        };
-        run(Command::new("chown").args(["postgres:postgres"]).arg(&*dir));
-        run(as_postgres("initdb").arg("-D").arg(&data).args([
+        give_to_postgres(&dir);
+        run(pg_command("initdb").arg("-D").arg(&data).args([
             "-A",
             "trust",
             "-U",
@@ -106,7 +124,7 @@ impl PrivatePostgres {
         ]));
         for (from, to) in [(&ca.server_cert, "server.crt"), (&ca.server_key, "server.key")] {
             std::fs::copy(from, data.join(to)).unwrap();
-            run(Command::new("chown").arg("postgres:postgres").arg(data.join(to)));
+            give_to_postgres(&data.join(to));
             run(Command::new("chmod").arg("600").arg(data.join(to)));
         }
         let port = free_port();
@@ -120,7 +138,7 @@ impl PrivatePostgres {
         std::fs::write(data.join("postgresql.conf"), pg_conf).unwrap();
         std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n").unwrap();
         let pg = PrivatePostgres { dir, port };
-        run(as_postgres("pg_ctl").arg("-D").arg(&data).arg("-l").arg(pg.dir.join("log")).args(["-w", "start"]));
+        run(pg_command("pg_ctl").arg("-D").arg(&data).arg("-l").arg(pg.dir.join("log")).args(["-w", "start"]));
         pg
     }
 
@@ -131,9 +149,7 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(Path::new(PG_BIN).join("pg_ctl"))
+        let _ = pg_command("pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(["-m", "immediate", "-w", "stop"])
