@@ -42,11 +42,18 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
+    if let Some(ca) = &config.ca_file {
+        crate::backends::read_ca_file(ca).map_err(StartupError::Other)?;
+    }
     match &config.database_url {
-        Some(url)
-            if url.expose_secret().starts_with("postgres://") || url.expose_secret().starts_with("postgresql://") =>
-        {
-            Ok(Arc::new(store::sql::PostgresStore::connect(url.expose_secret()).await?))
+        Some(url) if crate::backends::is_postgres_url(url.expose_secret()) => {
+            match crate::backends::connect_postgres(url, config.ca_file.as_deref()).await {
+                Ok(store) => Ok(Arc::new(store)),
+                Err(e) => {
+                    let e = e.to_string();
+                    Err(StartupError::Other(format!("cannot open the database: {e}{}", crate::backends::ca_hint(&e))))
+                }
+            }
         }
         Some(url) => {
             let path = url.expose_secret().trim_start_matches("sqlite://").trim_start_matches("sqlite:");
@@ -73,8 +80,18 @@ impl Application {
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let store = open_store(&config).await?;
-        let ring = masterkey::load_or_generate(&config)?;
+        let ring = masterkey::load_or_generate(&config).await?;
         masterkey::check_ring_matches_store(&ring, store.as_ref()).await?;
+        let rate_limits = match &config.redis_url {
+            Some(url) => {
+                let conn = crate::backends::connect_redis(url, config.ca_file.as_deref())
+                    .await
+                    .map_err(StartupError::Other)?;
+                tracing::info!("auth rate limits are counted in Redis, shared by every node using it");
+                crate::ratelimit::AuthLimits::redis(conn, config.rate_limits.clone())
+            }
+            None => crate::ratelimit::AuthLimits::in_memory(config.rate_limits.clone()),
+        };
         let listener = TcpListener::bind(config.listen).await.map_err(|e| StartupError::Bind(config.listen, e))?;
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(config.listen, e))?;
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
@@ -111,7 +128,7 @@ impl Application {
             limits: crate::dataplane::limits::Limits::default(),
             apps: crate::cache::AppCache::default(),
             denied: crate::cache::DenyList::default(),
-            rate_limits: crate::ratelimit::AuthLimits::in_memory(config.rate_limits.clone()),
+            rate_limits,
             events,
             mailer,
             keys: KeyService::new(ring, store.clone(), &config),

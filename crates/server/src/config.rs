@@ -26,9 +26,14 @@ pub struct ConfigLayer {
     /// postgres://… to use PostgreSQL instead of the embedded SQLite database
     #[arg(long, env = "WIRESOCKET_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// redis://… for the scale-out fleet (pub/sub, shared counters)
+    /// redis://… or rediss://… (TLS) for the fleet: the auth rate limits are counted there, so they
+    /// hold across processes
     #[arg(long, env = "WIRESOCKET_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM file of a private CA trusted, besides the public roots, for the TLS connections to
+    /// PostgreSQL (sslmode=verify-ca|verify-full) and Redis (rediss://)
+    #[arg(long, env = "WIRESOCKET_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Base URL used in token issuers and discovery answers [default: http://<listen>]
     #[arg(long, env = "WIRESOCKET_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -36,6 +41,11 @@ pub struct ConfigLayer {
     /// WIRESOCKET_MASTER_KEY) a key is generated into the data dir: fine for trying out, not for production.
     #[arg(long, env = "WIRESOCKET_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Shell command (run with `sh -c`) whose stdout is the master key ring, e.g.
+    /// `vault kv get -field=ring secret/wiresocket`; run at start and whenever the ring is re-read.
+    /// Excludes --master-key-file and WIRESOCKET_MASTER_KEY
+    #[arg(long, env = "WIRESOCKET_MASTER_KEY_COMMAND", hide_env_values = true)]
+    pub master_key_command: Option<String>,
     /// Lifetime of access tokens, in seconds [default: 900]
     #[arg(long, env = "WIRESOCKET_ACCESS_TOKEN_TTL")]
     pub access_token_ttl: Option<u64>,
@@ -107,8 +117,10 @@ impl std::fmt::Debug for ConfigLayer {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redacted(&self.database_url))
             .field("redis_url", &redacted(&self.redis_url))
+            .field("ca_file", &self.ca_file)
             .field("public_url", &self.public_url)
             .field("master_key_file", &self.master_key_file)
+            .field("master_key_command", &redacted(&self.master_key_command))
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("session_ttl", &self.session_ttl)
@@ -139,8 +151,10 @@ impl ConfigLayer {
             data_dir: self.data_dir.or(lower.data_dir),
             database_url: self.database_url.or(lower.database_url),
             redis_url: self.redis_url.or(lower.redis_url),
+            ca_file: self.ca_file.or(lower.ca_file),
             public_url: self.public_url.or(lower.public_url),
             master_key_file: self.master_key_file.or(lower.master_key_file),
+            master_key_command: self.master_key_command.or(lower.master_key_command),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             session_ttl: self.session_ttl.or(lower.session_ttl),
@@ -180,6 +194,19 @@ pub enum MasterKeySource {
     File(PathBuf),
     /// The ring's text itself (from `WIRESOCKET_MASTER_KEY`).
     Inline(SecretString),
+    /// The stdout of a shell command (`--master-key-command`), see
+    /// [`crate::masterkey::run_ring_command`].
+    Command(MasterKeyCommand),
+}
+
+/// `--master-key-command`. The command is kept as a secret: it is not the
+/// ring, but a vault CLI invocation may carry a token inline
+/// (`VAULT_TOKEN=… vault kv get …`), so it is never logged or Debug-printed.
+#[derive(Clone)]
+pub struct MasterKeyCommand {
+    pub command: SecretString,
+    /// [`crate::masterkey::MASTER_KEY_COMMAND_TIMEOUT`] unless a test shortens it.
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for MasterKeySource {
@@ -187,6 +214,7 @@ impl std::fmt::Debug for MasterKeySource {
         match self {
             Self::File(p) => f.debug_tuple("File").field(p).finish(),
             Self::Inline(_) => f.write_str("Inline([redacted])"),
+            Self::Command(c) => write!(f, "Command([redacted], timeout {:?})", c.timeout),
         }
     }
 }
@@ -198,6 +226,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: Option<SecretString>,
     pub redis_url: Option<SecretString>,
+    /// `--ca-file`: a private CA for PostgreSQL and Redis over TLS.
+    pub ca_file: Option<PathBuf>,
     pub public_url: Option<String>,
     pub master_key: MasterKeySource,
     /// True when the master key was not supplied and lives in the data dir.
@@ -278,6 +308,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_ref().map(|_| "[redacted]"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "[redacted]"))
+            .field("ca_file", &self.ca_file)
             .field("public_url", &self.public_url)
             .field("master_key", &self.master_key)
             .field("access_token_ttl", &self.access_token_ttl)
@@ -323,13 +354,23 @@ impl Config {
             None => DEFAULT_LISTEN.parse().map_err(|_| ConfigError("bad default listen address".into()))?,
         };
         let data_dir = layer.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let (master_key, master_key_generated) = match (layer.master_key_file, master_key_env) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError("give either --master-key-file or WIRESOCKET_MASTER_KEY, not both".into()));
+        let command = layer.master_key_command.filter(|c| !c.trim().is_empty());
+        let (master_key, master_key_generated) = match (layer.master_key_file, master_key_env, command) {
+            (Some(path), None, None) => (MasterKeySource::File(path), false),
+            (None, Some(text), None) => (MasterKeySource::Inline(text), false),
+            (None, None, Some(command)) => (
+                MasterKeySource::Command(MasterKeyCommand {
+                    command: SecretString::from(command),
+                    timeout: crate::masterkey::MASTER_KEY_COMMAND_TIMEOUT,
+                }),
+                false,
+            ),
+            (None, None, None) => (MasterKeySource::File(data_dir.join("master.key")), true),
+            _ => {
+                return Err(ConfigError(
+                    "give only one of --master-key-file, WIRESOCKET_MASTER_KEY and --master-key-command".into(),
+                ));
             }
-            (Some(path), None) => (MasterKeySource::File(path), false),
-            (None, Some(text)) => (MasterKeySource::Inline(text), false),
-            (None, None) => (MasterKeySource::File(data_dir.join("master.key")), true),
         };
         let access_token_ttl = layer.access_token_ttl.unwrap_or(MAX_ACCESS_TOKEN_TTL);
         if !(30..=MAX_ACCESS_TOKEN_TTL).contains(&access_token_ttl) {
@@ -422,11 +463,19 @@ impl Config {
                 return Err(ConfigError("the SMTP URL must be smtp://… or smtps://…".into()));
             }
         }
+        if let Some(url) = &layer.redis_url {
+            // The URL may hold a password: the message never quotes it.
+            let scheme = url::Url::parse(url).map(|u| u.scheme().to_owned()).unwrap_or_default();
+            if !matches!(scheme.as_str(), "redis" | "rediss") {
+                return Err(ConfigError("the Redis URL must be redis://… or rediss://… (TLS)".into()));
+            }
+        }
         Ok(Config {
             listen,
             data_dir,
             database_url: layer.database_url.map(SecretString::from),
             redis_url: layer.redis_url.map(SecretString::from),
+            ca_file: layer.ca_file,
             public_url: layer.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             master_key,
             master_key_generated,
@@ -458,7 +507,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -552,6 +601,42 @@ mod tests {
         assert_eq!(off.layer.allow_private_webhooks, Some(false));
         let unset = Cli::try_parse_from(["x"]).unwrap();
         assert_eq!(unset.layer.allow_private_webhooks, None);
+    }
+
+    #[test]
+    fn master_key_sources_are_exclusive_and_the_command_is_redacted() {
+        let command = || Some("VAULT_TOKEN=s.tok3n vault kv get -field=ring secret/ws".to_owned());
+        let ring = || Some(SecretString::from("1:c2VjcmV0"));
+        let cmd = ConfigLayer { master_key_command: command(), ..Default::default() };
+        let cfg = Config::resolve(cmd.clone(), None).unwrap();
+        let MasterKeySource::Command(c) = &cfg.master_key else { panic!("{:?}", cfg.master_key) };
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert!(!cfg.master_key_generated);
+        for dbg in [format!("{cfg:?}"), format!("{cmd:?}")] {
+            assert!(!dbg.contains("tok3n") && !dbg.contains("vault"), "{dbg}");
+        }
+        let file_and_cmd = ConfigLayer { master_key_file: Some("k".into()), ..cmd.clone() };
+        let all = ConfigLayer { master_key_file: Some("k".into()), ..cmd.clone() };
+        for (layer, env) in [(cmd, ring()), (file_and_cmd, None), (all, ring())] {
+            let err = Config::resolve(layer, env).unwrap_err().to_string();
+            assert!(err.contains("only one of") && err.contains("--master-key-command"), "{err}");
+        }
+        // An empty command (an unset variable in a unit file) is no command.
+        let empty = ConfigLayer { master_key_command: Some("  ".into()), ..Default::default() };
+        assert!(Config::resolve(empty, None).unwrap().master_key_generated);
+    }
+
+    #[test]
+    fn redis_urls_are_redis_or_rediss_and_never_quoted() {
+        for ok in ["redis://127.0.0.1:6379", "rediss://:pw@redis.internal:6380/0"] {
+            let layer =
+                ConfigLayer { redis_url: Some(ok.into()), ca_file: Some("ca.pem".into()), ..Default::default() };
+            let cfg = Config::resolve(layer, None).unwrap();
+            assert_eq!(cfg.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        }
+        let bad = ConfigLayer { redis_url: Some("http://:s3cret@h".into()), ..Default::default() };
+        let err = Config::resolve(bad, None).unwrap_err().to_string();
+        assert!(err.contains("rediss://") && !err.contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,10 @@ use time::OffsetDateTime;
 /// How long a cached key is trusted without re-reading the store.
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
 
+/// The least time between two runs of `--master-key-command` for a missing
+/// version.
+pub const COMMAND_REREAD_INTERVAL: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 struct CachedVerifier {
     key: VerifyingKey,
@@ -46,8 +50,12 @@ struct CachedSigner {
 pub struct KeyService {
     ring: RwLock<Arc<MasterKeyRing>>,
     /// Where to re-read the ring from when a blob names a version we lack
-    /// (`keys rotate-master` ran while we were up).
-    ring_file: Option<std::path::PathBuf>,
+    /// (`keys rotate-master` ran while we were up, or a version was added
+    /// in the vault); `None` for `WIRESOCKET_MASTER_KEY`.
+    reread: Option<MasterKeySource>,
+    /// One re-read at a time, and when the last one ran: a blob naming a
+    /// version no ring has must not start a vault CLI per request.
+    last_reread: tokio::sync::Mutex<Option<Instant>>,
     store: Arc<dyn Store>,
     generation: AtomicU64,
     signers: RwLock<HashMap<TenantId, CachedSigner>>,
@@ -56,13 +64,14 @@ pub struct KeyService {
 
 impl KeyService {
     pub fn new(ring: MasterKeyRing, store: Arc<dyn Store>, config: &Config) -> Self {
-        let ring_file = match &config.master_key {
-            MasterKeySource::File(p) => Some(p.clone()),
+        let reread = match &config.master_key {
             MasterKeySource::Inline(_) => None,
+            source => Some(source.clone()),
         };
         Self {
             ring: RwLock::new(Arc::new(ring)),
-            ring_file,
+            reread,
+            last_reread: tokio::sync::Mutex::new(None),
             store,
             generation: AtomicU64::new(0),
             signers: RwLock::default(),
@@ -121,7 +130,7 @@ impl KeyService {
             .iter()
             .find(|k| k.state == KeyState::Active)
             .ok_or_else(|| ApiError::internal(format!("tenant {tenant} has no active signing key")))?;
-        let key = Arc::new(self.unwrap_key(record)?);
+        let key = Arc::new(self.unwrap_key(record).await?);
         let mut signers = self.signers.write().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(Ordering::Acquire) == generation {
             signers.insert(tenant, CachedSigner { key: key.clone(), loaded: Instant::now() });
@@ -183,23 +192,47 @@ impl KeyService {
     }
 
     /// Decrypts a stored key; the associated data ties it to its row.
-    fn unwrap_key(&self, record: &SigningKeyRecord) -> Result<SigningKey, ApiError> {
-        unwrap_key(self.ring_for(record.master_key_version)?.as_ref(), record)
+    async fn unwrap_key(&self, record: &SigningKeyRecord) -> Result<SigningKey, ApiError> {
+        unwrap_key(self.ring_for(record.master_key_version).await?.as_ref(), record)
     }
 
     /// A ring that holds `version`. When ours lacks it, re-reads the ring
-    /// file once (the operator rotated the master key while we were
-    /// running); decryption then fails on its own if it is still missing.
-    pub fn ring_for(&self, version: u32) -> Result<Arc<MasterKeyRing>, ApiError> {
+    /// (the operator rotated the master key while we were running) from its
+    /// file, or by running `--master-key-command` again; decryption then
+    /// fails on its own if it is still missing. The command runs at most
+    /// once per [`COMMAND_REREAD_INTERVAL`].
+    pub async fn ring_for(&self, version: u32) -> Result<Arc<MasterKeyRing>, ApiError> {
         let ring = self.ring();
         if ring.versions().contains(&version) {
             return Ok(ring);
         }
-        let Some(path) = &self.ring_file else {
+        let Some(source) = &self.reread else {
             return Ok(ring);
         };
-        let text = std::fs::read_to_string(path).map_err(ApiError::internal)?;
-        let fresh = Arc::new(MasterKeyRing::parse(&text)?);
+        let mut last = self.last_reread.lock().await;
+        // Another request may have re-read it while we waited.
+        let ring = self.ring();
+        if ring.versions().contains(&version) {
+            return Ok(ring);
+        }
+        let fresh = match source {
+            MasterKeySource::File(path) => {
+                let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(ApiError::internal)?);
+                MasterKeyRing::parse(&text)?
+            }
+            MasterKeySource::Command(command) => {
+                if last.is_some_and(|at| at.elapsed() < COMMAND_REREAD_INTERVAL) {
+                    return Ok(ring);
+                }
+                *last = Some(Instant::now());
+                crate::masterkey::run_ring_command(command).await.map_err(|e| {
+                    tracing::error!(error = %e, version, "could not re-read the master key ring");
+                    ApiError::internal("the master key ring could not be re-read")
+                })?
+            }
+            MasterKeySource::Inline(_) => return Ok(ring),
+        };
+        let fresh = Arc::new(fresh);
         tracing::info!(versions = ?fresh.versions(), "re-read the master key ring");
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
         Ok(fresh)
@@ -214,8 +247,8 @@ impl KeyService {
     }
 
     /// Opens what [`KeyService::seal`] sealed.
-    pub fn open(&self, blob: &[u8], version: u32, aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
-        Ok(self.ring_for(version)?.decrypt(blob, aad)?)
+    pub async fn open(&self, blob: &[u8], version: u32, aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
+        Ok(self.ring_for(version).await?.decrypt(blob, aad)?)
     }
 }
 

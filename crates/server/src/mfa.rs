@@ -77,8 +77,8 @@ pub fn seal(state: &AppState, user: UserId, secret: &TotpSecret) -> Result<(Vec<
 }
 
 /// Opens a stored secret; the associated data refuses a blob moved from another user's row.
-pub fn open(state: &AppState, record: &MfaRecord) -> Result<TotpSecret, ApiError> {
-    let ring = state.keys.ring_for(record.master_key_version)?;
+pub async fn open(state: &AppState, record: &MfaRecord) -> Result<TotpSecret, ApiError> {
+    let ring = state.keys.ring_for(record.master_key_version).await?;
     let bytes = ring.decrypt(&record.secret_enc, &mfa_aad(&record.user_id.to_string()))?;
     Ok(TotpSecret::from_bytes(&bytes)?)
 }
@@ -118,7 +118,7 @@ pub async fn verify_enabled(
     let actor = Actor::user_id(user, ip);
     let accepted = match proof {
         Proof::Totp(code) => {
-            let secret = open(state, record)?;
+            let secret = open(state, record).await?;
             let last = record.last_step.and_then(|s| u64::try_from(s).ok());
             match secret.verify(code, unix_now(state), last).and_then(|s| i64::try_from(s).ok()) {
                 Some(step) => state.store.consume_totp_step(user, step).await?,

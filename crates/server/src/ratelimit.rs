@@ -28,6 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
+mod shared;
+pub use shared::RedisRateLimiter;
+
 /// A refusal: the same request would pass after this long, if nothing else
 /// is let through for its key in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +82,9 @@ impl RetryAfter {
 ///
 /// Expiry (`PX`) is relative, so Redis's own clock only decides when a
 /// stale key goes, never a decision. On a Redis error the implementation
-/// should fall back to a node-local [`InMemoryRateLimiter`] (limits then
-/// hold per node) rather than refuse everyone or let everyone through.
+/// falls back to a node-local [`InMemoryRateLimiter`] (limits then hold
+/// per node) rather than refuse everyone or let everyone through: that is
+/// [`RedisRateLimiter`], used when `--redis-url` is set.
 #[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request for `key` against `quota` at `now`, or refuses it
@@ -255,6 +259,11 @@ impl AuthLimits {
     /// For one node (or a fleet without Redis).
     pub fn in_memory(config: RateLimitConfig) -> Self {
         Self::new(Arc::new(InMemoryRateLimiter::new(config.max_keys)), config)
+    }
+
+    /// Counted in Redis, shared by every process using it.
+    pub fn redis(conn: redis::aio::ConnectionManager, config: RateLimitConfig) -> Self {
+        Self::new(Arc::new(RedisRateLimiter::new(conn, config.max_keys)), config)
     }
 
     pub fn config(&self) -> &RateLimitConfig {

@@ -155,10 +155,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(KeysCommand::RemoveMaster { version, settings }) => {
             let config = resolve(settings)?;
             let store = server::open_store(&config).await.map_err(|e| e.to_string())?;
-            server::masterkey::remove_master_version(&config, store.as_ref(), version)
+            match server::masterkey::remove_master_version(&config, store.as_ref(), version)
                 .await
-                .map_err(|e| e.to_string())?;
-            println!("master key version {version} removed");
+                .map_err(|e| e.to_string())?
+            {
+                server::masterkey::Removal::FromFile => println!("master key version {version} removed"),
+                server::masterkey::Removal::InVault => println!(
+                    "nothing is wrapped under master key version {version} any more; the ring comes from \
+                     --master-key-command, so delete the line `{version}:…` from it in your vault"
+                ),
+            }
             Ok(())
         }
     }

@@ -99,7 +99,7 @@ pub async fn verify(
     if record.enabled_at.is_some() {
         return Err(ApiError::conflict("mfa_already_enabled", "two-factor authentication is already on"));
     }
-    let secret = crate::mfa::open(&state, &record)?;
+    let secret = crate::mfa::open(&state, &record).await?;
     let actor = Actor::user(&session, &ip);
     let Some(step) = secret.verify(&req.code, unix_now(&state), None).and_then(|s| i64::try_from(s).ok()) else {
         state.audit_user(user, &actor, AuditAction::MfaFailed, json!({"method": "totp", "during": "setup"})).await;

@@ -242,14 +242,17 @@ impl Dispatcher {
         {
             return Outcome::Failed(format!("forbidden_target: {ip} is a loopback, private or reserved address"));
         }
-        let secret =
-            match state.keys.open(&hook.secret_enc, hook.master_key_version, &secret_aad(hook.tenant_id, &hook.id)) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(webhook = %hook.id, error = ?e, "cannot unseal a webhook secret");
-                    return Outcome::Failed("internal error: the webhook secret cannot be read".into());
-                }
-            };
+        let secret = match state
+            .keys
+            .open(&hook.secret_enc, hook.master_key_version, &secret_aad(hook.tenant_id, &hook.id))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(webhook = %hook.id, error = ?e, "cannot unseal a webhook secret");
+                return Outcome::Failed("internal error: the webhook secret cannot be read".into());
+            }
+        };
         let Ok(secret) = std::str::from_utf8(&secret) else {
             return Outcome::Failed("internal error: the webhook secret cannot be read".into());
         };

@@ -7,11 +7,13 @@ mod helpers;
 
 mod apps;
 mod audit;
+mod backends;
 mod crash;
 mod dataplane;
 mod human;
 mod invites;
 mod master_key;
+mod master_key_command;
 mod matrix;
 mod members;
 mod mfa;

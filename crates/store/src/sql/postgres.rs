@@ -34,6 +34,18 @@ impl PostgresStore {
         Self::connect_with(options).await
     }
 
+    /// Like [`connect`](Self::connect), also trusting the CA certificates in
+    /// `ca_file` (PEM) for TLS, besides the public roots. TLS itself is the
+    /// URL's `sslmode`; with `verify-ca` or `verify-full` the server's
+    /// certificate must chain to one of them.
+    pub async fn connect_with_ca(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self> {
+        let mut options: PgConnectOptions = url.parse()?;
+        if let Some(ca) = ca_file {
+            options = options.ssl_root_cert(ca);
+        }
+        Self::connect_with(options).await
+    }
+
     /// Like [`connect`](Self::connect), from parsed options.
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
         let pool = PgPoolOptions::new()
