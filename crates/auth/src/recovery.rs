@@ -1,13 +1,19 @@
 //! MFA recovery codes: shown once when MFA is enabled, each accepted once at
 //! login instead of a TOTP code (CONTRACT.md, "MFA").
 //!
-//! A code is ten characters of Crockford base32 in two groups,
-//! `7k2m9-x4qd0`: 50 random bits, lowercase, and without `i`, `l`, `o`, `u`.
-//! Users copy these from paper, so input is forgiving: case, dashes and
-//! spaces do not matter, and `o`, `i`, `l` are read as the digits they look
-//! like. Only the hash of the normalised form is stored
-//! ([`hash_recovery_code`]), and the same function hashes what the user
-//! types, so storing and looking up cannot drift apart.
+//! A code is sixteen characters of Crockford base32 in four groups,
+//! `7k2m-9x4q-d0ab-c3ef`: 80 random bits (NIST SP 800-63B's floor for a
+//! look-up secret that may be guessed offline from a stolen hash list is 64;
+//! we keep a margin), lowercase, and without `i`, `l`, `o`, `u`. Users copy
+//! these from paper, so input is forgiving: case, dashes and spaces do not
+//! matter, and `o`, `i`, `l` are read as the digits they look like. Only the
+//! hash of the normalised form is stored ([`hash_recovery_code`]), and the
+//! same function hashes what the user types, so storing and looking up
+//! cannot drift apart.
+//!
+//! Codes issued before (ten characters, `7k2m9-x4qd0`, 50 bits) still
+//! normalise to their own form and so keep working until used or replaced
+//! by re-enrolling; new ones are never issued in that form.
 
 use secrecy::{ExposeSecret as _, SecretString};
 use zeroize::{Zeroize as _, Zeroizing};
@@ -20,18 +26,28 @@ pub const RECOVERY_CODE_COUNT: usize = 10;
 /// Crockford's base32 alphabet: no `i`, `l`, `o` (they look like `1`, `1`,
 /// `0`) and no `u`.
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-const GROUP_LEN: usize = 5;
-const CODE_CHARS: usize = 2 * GROUP_LEN;
+
+/// A code's shape: how many symbols, grouped how.
+struct Shape {
+    chars: usize,
+    group: usize,
+}
+
+/// What is issued: 16 symbols × 5 bits = 80 bits, in groups of four.
+const CURRENT: Shape = Shape { chars: 16, group: 4 };
+/// What was issued before: 10 symbols (50 bits), in groups of five.
+const LEGACY: Shape = Shape { chars: 10, group: 5 };
+
 /// Anything much longer than a code with generous spacing is not a code;
 /// refusing it early bounds the work per attempt.
-const MAX_INPUT_LEN: usize = 64;
+const MAX_INPUT_LEN: usize = 96;
 
-/// `n` distinct recovery codes in display form (`xxxxx-xxxxx`).
+/// `n` distinct recovery codes in display form (`xxxx-xxxx-xxxx-xxxx`).
 pub fn generate_recovery_codes(n: usize) -> Vec<SecretString> {
     let mut codes: Vec<SecretString> = Vec::with_capacity(n);
     while codes.len() < n {
         let code = generate_one();
-        // A repeat within one set is a 2^-50 event, but two equal codes
+        // A repeat within one set is a 2^-80 event, but two equal codes
         // would share one stored hash and so be one code: draw again.
         if !codes.iter().any(|c| c.expose_secret() == code.expose_secret()) {
             codes.push(code);
@@ -41,12 +57,13 @@ pub fn generate_recovery_codes(n: usize) -> Vec<SecretString> {
 }
 
 fn generate_one() -> SecretString {
-    let mut bytes = Zeroizing::new([0u8; 8]);
-    fill_from_os(bytes.as_mut_slice());
-    let mut bits = u64::from_le_bytes(*bytes);
-    let mut code = String::with_capacity(CODE_CHARS + 1);
-    for i in 0..CODE_CHARS {
-        if i == GROUP_LEN {
+    // 10 random bytes = 80 bits, five per symbol.
+    let mut bytes = Zeroizing::new([0u8; 16]);
+    fill_from_os(&mut bytes[..10]);
+    let mut bits = u128::from_le_bytes(*bytes);
+    let mut code = String::with_capacity(CURRENT.chars + CURRENT.chars / CURRENT.group);
+    for i in 0..CURRENT.chars {
+        if i > 0 && i % CURRENT.group == 0 {
             code.push('-');
         }
         code.push(char::from(ALPHABET[(bits & 0x1f) as usize]));
@@ -56,15 +73,14 @@ fn generate_one() -> SecretString {
     SecretString::from(code)
 }
 
-/// The canonical form of what a user typed (`xxxxx-xxxxx`), or `None` when
-/// it cannot be a recovery code. Ignores case, `-` and whitespace; reads
-/// `o` as `0` and `i`, `l` as `1`.
+/// The canonical form of what a user typed (`xxxx-xxxx-xxxx-xxxx`, or a
+/// legacy `xxxxx-xxxxx`), or `None` when it cannot be a recovery code.
+/// Ignores case, `-` and whitespace; reads `o` as `0` and `i`, `l` as `1`.
 pub fn normalize_recovery_code(input: &str) -> Option<SecretString> {
     if input.len() > MAX_INPUT_LEN {
         return None;
     }
-    let mut code = Zeroizing::new(String::with_capacity(CODE_CHARS + 1));
-    let mut count = 0;
+    let mut symbols = Zeroizing::new(String::with_capacity(CURRENT.chars));
     for c in input.chars() {
         if c == '-' || c.is_whitespace() {
             continue;
@@ -74,16 +90,20 @@ pub fn normalize_recovery_code(input: &str) -> Option<SecretString> {
             'i' | 'l' => '1',
             c => c,
         };
-        if !c.is_ascii() || !ALPHABET.contains(&(c as u8)) || count == CODE_CHARS {
+        if !c.is_ascii() || !ALPHABET.contains(&(c as u8)) || symbols.len() == CURRENT.chars {
             return None;
         }
-        if count == GROUP_LEN {
+        symbols.push(c);
+    }
+    let shape = [CURRENT, LEGACY].into_iter().find(|s| s.chars == symbols.len())?;
+    let mut code = Zeroizing::new(String::with_capacity(shape.chars + shape.chars / shape.group));
+    for (i, c) in symbols.chars().enumerate() {
+        if i > 0 && i % shape.group == 0 {
             code.push('-');
         }
         code.push(c);
-        count += 1;
     }
-    (count == CODE_CHARS).then(|| SecretString::from(code.as_str()))
+    Some(SecretString::from(code.as_str()))
 }
 
 /// What is stored for a recovery code, and what a login looks up:
@@ -103,7 +123,13 @@ mod tests {
 
     use super::*;
 
+    /// The current display form: four groups of four.
     fn is_code(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 19 && b.iter().enumerate().all(|(i, c)| if i % 5 == 4 { *c == b'-' } else { ALPHABET.contains(c) })
+    }
+
+    fn is_legacy_code(s: &str) -> bool {
         let b = s.as_bytes();
         b.len() == 11 && b[5] == b'-' && b.iter().enumerate().all(|(i, c)| i == 5 || ALPHABET.contains(c))
     }
@@ -121,15 +147,15 @@ mod tests {
         assert!(generate_recovery_codes(0).is_empty());
     }
 
-    /// 50 bits per code: over many codes every position takes (nearly) every
-    /// symbol. A generator that lost bits (say, reused a byte) would show
-    /// positions stuck on few symbols.
+    /// 80 bits per code: over many codes every one of the 16 positions takes
+    /// every symbol. A generator that lost bits (say, drew 64 and padded)
+    /// would leave the last positions stuck on few symbols.
     #[test]
     fn every_position_uses_the_whole_alphabet() {
         let codes = generate_recovery_codes(2000);
         let unique: HashSet<&str> = codes.iter().map(|c| c.expose_secret()).collect();
         assert_eq!(unique.len(), 2000);
-        for pos in (0..11).filter(|&p| p != 5) {
+        for pos in (0..19).filter(|p| p % 5 != 4) {
             let symbols: HashSet<u8> = codes.iter().map(|c| c.expose_secret().as_bytes()[pos]).collect();
             // 2000 draws of 32 symbols miss one with probability ~1e-26.
             assert_eq!(symbols.len(), 32, "position {pos}");
@@ -138,22 +164,30 @@ mod tests {
 
     #[test]
     fn normalisation_forgives_case_dashes_spaces_and_lookalikes() {
-        let canonical = "7k2m9-x4qd0";
+        let canonical = "7k2m-9x4q-d0ab-c3ef";
         for typed in [
-            "7k2m9-x4qd0",
-            "7K2M9-X4QD0",
-            "7k2m9x4qd0",
-            " 7k2m9 x4qd0 ",
-            "7k2m9 - x4qd0",
-            "7-k-2-m-9-x-4-q-d-0",
-            "7k2m9-x4qdO",
-            "7k2m9-x4qdo",
-            "\t7k2m9\n-x4qd0",
+            "7k2m-9x4q-d0ab-c3ef",
+            "7K2M-9X4Q-D0AB-C3EF",
+            "7k2m9x4qd0abc3ef",
+            " 7k2m 9x4q d0ab c3ef ",
+            "7k2m - 9x4q - d0ab - c3ef",
+            "7k2m9-x4qdO-abc3ef",
+            "\t7k2m\n-9x4qd0abc3ef",
         ] {
             assert_eq!(normalize_recovery_code(typed).unwrap().expose_secret(), canonical, "{typed:?}");
             assert_eq!(hash_recovery_code(typed).unwrap(), hash_token(canonical));
         }
-        assert_eq!(normalize_recovery_code("11111-IiLl1").unwrap().expose_secret(), "11111-11111");
+        assert_eq!(normalize_recovery_code("1111-IiLl-1111-1111").unwrap().expose_secret(), "1111-1111-1111-1111");
+    }
+
+    /// Codes issued before 80-bit codes keep their stored hashes valid.
+    #[test]
+    fn legacy_ten_character_codes_still_normalise_to_their_own_form() {
+        for typed in ["7k2m9-x4qd0", "7K2M9X4QD0", " 7k2m9 - x4qdO "] {
+            let code = normalize_recovery_code(typed).unwrap();
+            assert_eq!(code.expose_secret(), "7k2m9-x4qd0");
+            assert!(is_legacy_code(code.expose_secret()));
+        }
     }
 
     #[test]
@@ -163,13 +197,15 @@ mod tests {
             "-",
             "7k2m9-x4qd",
             "7k2m9-x4qd00",
-            "7k2m9-x4qdu",
-            "7k2m9-x4qd!",
-            "7k2m9_x4qd0",
-            "7k2m9-x4qdé",
-            "7k2m9-x4qd٣",
+            "7k2m-9x4q-d0ab-c3e",
+            "7k2m-9x4q-d0ab-c3eff",
+            "7k2m-9x4q-d0ab-c3eu",
+            "7k2m-9x4q-d0ab-c3e!",
+            "7k2m_9x4q_d0ab_c3ef",
+            "7k2m-9x4q-d0ab-c3eé",
+            "7k2m-9x4q-d0ab-c3e٣",
             "123456",
-            &format!("7k2m9-x4qd0{}", " ".repeat(60)),
+            &format!("7k2m-9x4q-d0ab-c3ef{}", " ".repeat(90)),
         ] {
             assert!(normalize_recovery_code(bad).is_none(), "{bad:?}");
             assert!(hash_recovery_code(bad).is_none(), "{bad:?}");
@@ -184,9 +220,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn normalize_never_panics_and_is_idempotent(s in "\\PC{0,80}") {
+        fn normalize_never_panics_and_is_idempotent(s in "\\PC{0,100}") {
             if let Some(code) = normalize_recovery_code(&s) {
-                prop_assert!(is_code(code.expose_secret()));
+                prop_assert!(is_code(code.expose_secret()) || is_legacy_code(code.expose_secret()));
                 let again = normalize_recovery_code(code.expose_secret()).unwrap();
                 prop_assert_eq!(again.expose_secret(), code.expose_secret());
             }
@@ -194,12 +230,12 @@ mod tests {
 
         #[test]
         fn mangled_codes_normalise_back(
-            code in "[0-9a-hjkmnp-tv-z]{10}",
-            upper in proptest::collection::vec(any::<bool>(), 10),
-            seps in proptest::collection::vec("[ -]{0,2}", 11),
+            code in "[0-9a-hjkmnp-tv-z]{16}",
+            upper in proptest::collection::vec(any::<bool>(), 16),
+            seps in proptest::collection::vec("[ -]{0,2}", 17),
         ) {
-            let canonical = format!("{}-{}", &code[..5], &code[5..]);
-            let mut typed = seps[10].clone();
+            let canonical = format!("{}-{}-{}-{}", &code[..4], &code[4..8], &code[8..12], &code[12..]);
+            let mut typed = seps[16].clone();
             for (i, c) in code.chars().enumerate() {
                 typed.push(if upper[i] { c.to_ascii_uppercase() } else { c });
                 typed.push_str(&seps[i]);

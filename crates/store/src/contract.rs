@@ -156,6 +156,7 @@ pub fn user() -> UserRecord {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
         is_operator: false,
         created_at: now(),
+        name: None,
     }
 }
 
@@ -1978,6 +1979,7 @@ pub async fn members_add_list_change_remove(store: &dyn Store) {
         .map(|(u, role, mfa_enabled)| MemberRecord {
             user_id: u.id,
             email: u.email.clone(),
+            name: None,
             role: role.to_owned(),
             mfa_enabled,
             joined_at: t0,
@@ -2176,22 +2178,32 @@ pub async fn invites_create_list_accept(store: &dyn Store) {
 
     // A newcomer: the user and the membership appear together.
     let newcomer = UserRecord { email: a.email.clone(), ..user() };
-    let accepted = store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&newcomer), t0).await.unwrap();
+    let accepted =
+        store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&newcomer), Some("Ada L."), t0).await.unwrap();
     assert_eq!(accepted, InviteRecord { accepted_at: Some(t0), accepted_by: Some(newcomer.id), ..a.clone() });
     assert_eq!(store.get_invite_by_token(&a.token_hash).await.unwrap(), Some(accepted));
-    assert_eq!(store.get_user(newcomer.id).await.unwrap(), Some(newcomer.clone()));
+    // The name given is stored with the account, and shows among the members.
+    let named = UserRecord { name: Some("Ada L.".into()), ..newcomer.clone() };
+    assert_eq!(store.get_user(newcomer.id).await.unwrap(), Some(named));
+    assert_eq!(store.get_member(t.id, newcomer.id).await.unwrap().unwrap().name.as_deref(), Some("Ada L."));
     assert_eq!(store.get_membership(t.id, newcomer.id).await.unwrap().as_deref(), Some("editor"));
     // Single use; expired and unknown tokens are refused alike.
     let again = user();
-    assert_conflict(store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&again), t0).await, "invalid_token");
+    assert_conflict(
+        store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&again), None, t0).await,
+        "invalid_token",
+    );
     assert_eq!(store.get_user(again.id).await.unwrap(), None);
     let existing = user();
     store.create_user(&existing).await.unwrap();
     for token in [expired.token_hash.as_str(), "unknown"] {
-        assert_conflict(store.accept_invite(token, InviteAcceptor::Existing(existing.id), t0).await, "invalid_token");
+        assert_conflict(
+            store.accept_invite(token, InviteAcceptor::Existing(existing.id), None, t0).await,
+            "invalid_token",
+        );
     }
     assert_conflict(
-        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), week).await,
+        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), None, week).await,
         "invalid_token",
     );
     // Accepted invites leave the pending list.
@@ -2200,14 +2212,20 @@ pub async fn invites_create_list_accept(store: &dyn Store) {
 
     // Refusals roll back: the invite stays usable, nothing else is stored.
     let taken = UserRecord { email: owner.email.clone(), ..user() };
-    assert_conflict(store.accept_invite(&b.token_hash, InviteAcceptor::NewUser(&taken), t0).await, "email_taken");
-    assert_conflict(store.accept_invite(&b.token_hash, InviteAcceptor::Existing(owner.id), t0).await, "already_member");
+    assert_conflict(store.accept_invite(&b.token_hash, InviteAcceptor::NewUser(&taken), None, t0).await, "email_taken");
+    assert_conflict(
+        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(owner.id), None, t0).await,
+        "already_member",
+    );
     assert_eq!(store.get_invite_by_token(&b.token_hash).await.unwrap(), Some(b.clone()));
     assert_eq!(store.get_user(taken.id).await.unwrap(), None);
     assert_eq!(store.get_membership(t.id, owner.id).await.unwrap().as_deref(), Some("super_admin"));
     // An existing account joins.
-    let joined = store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), t0).await.unwrap();
+    let joined =
+        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), Some("Grace"), t0).await.unwrap();
     assert_eq!(joined.accepted_by, Some(existing.id));
+    // An existing account without a name takes the one given...
+    assert_eq!(store.get_user(existing.id).await.unwrap().unwrap().name.as_deref(), Some("Grace"));
     assert_eq!(store.get_membership(t.id, existing.id).await.unwrap().as_deref(), Some("viewer"));
 
     // Deleting: pending invites of this tenant only.
@@ -2225,9 +2243,10 @@ pub async fn invite_accept_under_concurrency(store: &dyn Store) {
     let inv = invite(t.id, owner.id, "viewer", t0 + Duration::days(7));
     store.create_invite(&inv).await.unwrap();
     let users: Vec<_> = (0..8).map(|_| user()).collect();
-    let results =
-        join_all(users.iter().map(|u| store.accept_invite(&inv.token_hash, InviteAcceptor::NewUser(u), t0)).collect())
-            .await;
+    let results = join_all(
+        users.iter().map(|u| store.accept_invite(&inv.token_hash, InviteAcceptor::NewUser(u), None, t0)).collect(),
+    )
+    .await;
     let mut winners = Vec::new();
     for (u, r) in users.iter().zip(results) {
         match r {

@@ -423,6 +423,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         token_hash: &str,
         acceptor: InviteAcceptor<'_>,
+        // The display name given with the acceptance: a new account gets
+        // it; an existing one only if it has none yet.
+        name: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<InviteRecord>;
 

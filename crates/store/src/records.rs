@@ -35,13 +35,14 @@ impl fmt::Debug for Encrypted {
 
 impl fmt::Debug for UserRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self { id, email, password_hash: _, is_operator, created_at } = self;
+        let Self { id, email, password_hash: _, is_operator, created_at, name } = self;
         f.debug_struct("UserRecord")
             .field("id", id)
             .field("email", email)
             .field("password_hash", &Redacted)
             .field("is_operator", is_operator)
             .field("created_at", created_at)
+            .field("name", name)
             .finish()
     }
 }
@@ -233,6 +234,8 @@ pub struct UserRecord {
     /// The platform operator (the user created by setup).
     pub is_operator: bool,
     pub created_at: OffsetDateTime,
+    /// Display name, as given when accepting an invitation.
+    pub name: Option<String>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -417,6 +420,7 @@ pub struct AuditFilter {
 pub struct MemberRecord {
     pub user_id: UserId,
     pub email: String,
+    pub name: Option<String>,
     pub role: String,
     /// Whether the user has MFA enabled (not merely pending).
     pub mfa_enabled: bool,
@@ -649,6 +653,7 @@ mod tests {
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$U0VDUkVUSEFTSA".to_owned(),
             is_operator: true,
             created_at: at(),
+            name: None,
         };
         assert_redacted(
             &user,

@@ -81,6 +81,7 @@ pub async fn setup(
         password_hash: hash_password(&state, req.password).await?,
         is_operator: true,
         created_at: now,
+        name: None,
     };
     let tenant = TenantRecord { id: TenantId::new(), name: tenant_name.into_string(), created_at: now };
     let (key, signer) = state.keys.new_key(tenant.id, now).await?;
@@ -245,6 +246,8 @@ pub struct MeResponse {
     #[schema(value_type = String)]
     id: UserId,
     email: String,
+    /// Display name, when one was given (accepting an invitation).
+    name: Option<String>,
     mfa_enabled: bool,
     /// Unused recovery codes, when MFA is on.
     recovery_codes_remaining: Option<i64>,
@@ -271,6 +274,7 @@ pub async fn me(State(state): State<AppState>, session: HumanSession) -> Result<
     Ok(Json(MeResponse {
         id: session.user.id,
         email: session.user.email,
+        name: session.user.name,
         mfa_enabled,
         recovery_codes_remaining,
         is_operator: session.user.is_operator,

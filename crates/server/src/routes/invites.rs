@@ -172,7 +172,8 @@ pub struct AcceptInvite {
     /// For a new account: its password (10–1024 characters). For an existing
     /// account (the invited email already has one): that account's password.
     password: String,
-    /// Display name; accepted but not stored yet.
+    /// Display name: a new account gets it; an existing account only if it
+    /// has none yet. Shown in the member list and `/v1/me`.
     name: Option<String>,
     /// An existing account with MFA on also needs a TOTP code…
     totp: Option<String>,
@@ -259,6 +260,7 @@ pub async fn accept_invite(
                 password_hash: hash_password(&state, req.password).await?,
                 is_operator: false,
                 created_at: now,
+                name: None,
             })
         }
     };
@@ -269,7 +271,8 @@ pub async fn accept_invite(
             Joiner::Existing(id) => InviteAcceptor::Existing(*id),
         };
         let user_id = acceptor.user_id();
-        let invite = st.store.accept_invite(&token_hash, acceptor, now).await?;
+        let name = req.name.as_deref().map(str::trim);
+        let invite = st.store.accept_invite(&token_hash, acceptor, name, now).await?;
         let (token, session) = st.create_session(user_id, None).await?;
         let actor = Actor::user_id(user_id, &ip);
         let target = Some(("user", user_id.to_string()));

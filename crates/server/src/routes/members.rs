@@ -29,6 +29,8 @@ pub struct MemberView {
     #[schema(value_type = String)]
     user_id: UserId,
     email: String,
+    /// Display name, when one was given.
+    name: Option<String>,
     role: String,
     mfa_enabled: bool,
     #[serde(with = "time::serde::rfc3339")]
@@ -38,7 +40,14 @@ pub struct MemberView {
 
 impl From<MemberRecord> for MemberView {
     fn from(m: MemberRecord) -> Self {
-        Self { user_id: m.user_id, email: m.email, role: m.role, mfa_enabled: m.mfa_enabled, joined_at: m.joined_at }
+        Self {
+            user_id: m.user_id,
+            email: m.email,
+            name: m.name,
+            role: m.role,
+            mfa_enabled: m.mfa_enabled,
+            joined_at: m.joined_at,
+        }
     }
 }
 

@@ -218,6 +218,7 @@ impl TestApp {
             password_hash: PasswordPolicy::danger_test_minimum().hash(PASSWORD).unwrap(),
             is_operator: false,
             created_at: self.clock_now(),
+            name: None,
         };
         self.state.store.create_user(&user).await.unwrap();
         self.login(email, PASSWORD).await

@@ -75,6 +75,20 @@ async fn an_invite_is_mailed_and_accepted_once_by_a_new_user() {
     assert_eq!(me["email"], "newbie@example.com");
     assert_eq!(me["tenants"][0]["id"], tid.as_str());
     assert_eq!(me["tenants"][0]["role"], "editor");
+    // The name given is kept: on the account and in the member list.
+    assert_eq!(me["name"], "New Bie");
+    let members: Value = app
+        .get(&format!("/v1/tenants/{tid}/members"))
+        .bearer_auth(&owner.session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry =
+        members["items"].as_array().unwrap().iter().find(|m| m["user_id"] == joined["user_id"]).unwrap().clone();
+    assert_eq!(entry["name"], "New Bie");
     // The new account logs in with its password.
     app.login("newbie@example.com", PASSWORD).await;
 

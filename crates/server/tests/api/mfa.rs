@@ -89,6 +89,8 @@ async fn enrol_then_log_in_with_a_code_that_works_once() {
     assert_error(login(&app, json!({"email": email, "password": PASSWORD, "totp": next})).await, 401, "invalid_totp")
         .await;
 
+    // Codes carry 80 bits: 16 base32 symbols in four groups.
+    assert!(recovery.iter().all(|c| c.len() == 19 && c.matches('-').count() == 3), "{recovery:?}");
     // A recovery code works once too (typed loosely, as people do).
     let typed = recovery[0].to_uppercase().replace('-', " ");
     let r = login(&app, json!({"email": email, "password": PASSWORD, "recovery_code": typed})).await;

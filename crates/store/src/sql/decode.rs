@@ -95,6 +95,7 @@ pub(super) fn user(r: &impl Cols) -> Result<UserRecord> {
         email: r.text("email")?,
         password_hash: r.text("password_hash")?,
         is_operator: r.flag("is_operator")?,
+        name: r.opt_text("name")?,
         created_at: r.time("created_at")?,
     })
 }
@@ -239,6 +240,7 @@ pub(super) fn member(r: &impl Cols) -> Result<MemberRecord> {
     Ok(MemberRecord {
         user_id: UserId::from_uuid(r.uuid("user_id")?),
         email: r.text("email")?,
+        name: r.opt_text("name")?,
         role: r.text("role")?,
         mfa_enabled: r.opt_int("mfa_enabled_at")?.is_some(),
         joined_at: r.time("created_at")?,

@@ -83,6 +83,7 @@ macro_rules! impl_store {
                         .bind(&user.password_hash)
                         .bind(user.is_operator)
                         .bind(secs(user.created_at))
+                        .bind(user.name.as_deref())
                         .execute(&mut *conn)
                         .await
                         .map_err(db_err)?;
@@ -1415,6 +1416,7 @@ macro_rules! impl_store {
                     &self,
                     token_hash: &str,
                     acceptor: InviteAcceptor<'_>,
+                    name: Option<&str>,
                     now: OffsetDateTime,
                 ) -> Result<InviteRecord> {
                     let user = acceptor.user_id();
@@ -1431,8 +1433,24 @@ macro_rules! impl_store {
                         .ok_or(StoreError::Conflict("invalid_token"))?;
                     Self::lock_tenant(&mut tx, invite.tenant_id).await?;
                     Self::check_role(&mut tx, invite.tenant_id, &invite.role).await?;
-                    if let InviteAcceptor::NewUser(record) = acceptor {
-                        Self::insert_user(&mut tx, record).await?;
+                    match acceptor {
+                        InviteAcceptor::NewUser(record) => {
+                            let named = UserRecord {
+                                name: name.map(str::to_owned).or_else(|| record.name.clone()),
+                                ..record.clone()
+                            };
+                            Self::insert_user(&mut tx, &named).await?;
+                        }
+                        InviteAcceptor::Existing(id) => {
+                            if let Some(name) = name {
+                                sqlx::query(q::NAME_USER_IF_UNNAMED)
+                                    .bind(id.to_string())
+                                    .bind(name)
+                                    .execute(&mut *tx)
+                                    .await
+                                    .map_err(db_err)?;
+                            }
+                        }
                     }
                     Self::insert_membership(&mut tx, invite.tenant_id, user, &invite.role, now).await?;
                     tx.commit().await.map_err(db_err)?;

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 // `super::decode` can rely on the names.
 macro_rules! user_cols {
     () => {
-        "id, email, password_hash, is_operator, created_at"
+        "id, email, password_hash, is_operator, created_at, name"
     };
 }
 macro_rules! session_cols {
@@ -163,7 +163,9 @@ pub const PING: &str = "SELECT 1";
 // ---- setup, users, sessions ----------------------------------------------
 pub const INSERT_SETUP_STATE: &str = "INSERT INTO setup_state (id, completed_at) VALUES (1, $1)";
 pub const COUNT_USERS: &str = "SELECT COUNT(*) AS n FROM users";
-pub const INSERT_USER: &str = concat!("INSERT INTO users (", user_cols!(), ") VALUES ($1, $2, $3, $4, $5)");
+pub const INSERT_USER: &str = concat!("INSERT INTO users (", user_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)");
+/// Names an existing account that has no name yet (`$1` id, `$2` name).
+pub const NAME_USER_IF_UNNAMED: &str = "UPDATE users SET name = $2 WHERE id = $1 AND name IS NULL";
 pub const GET_USER: &str = concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1");
 pub const GET_USER_BY_EMAIL: &str = concat!("SELECT ", user_cols!(), " FROM users WHERE email = $1");
 
@@ -374,10 +376,10 @@ pub const AUDIT_HEAD: &str = "SELECT last_seq, last_hash FROM audit_heads WHERE 
 pub const AUDIT_CHAINS: &str = "SELECT chain FROM audit_heads ORDER BY chain";
 
 // ---- members and custom roles ----------------------------------------------
-pub const LIST_MEMBERS: &str = "SELECT m.user_id, u.email, m.role, m.created_at, f.enabled_at AS mfa_enabled_at \
+pub const LIST_MEMBERS: &str = "SELECT m.user_id, u.email, u.name, m.role, m.created_at, f.enabled_at AS mfa_enabled_at \
      FROM memberships m JOIN users u ON u.id = m.user_id LEFT JOIN user_mfa f ON f.user_id = m.user_id \
      WHERE m.tenant_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3";
-pub const GET_MEMBER: &str = "SELECT m.user_id, u.email, m.role, m.created_at, f.enabled_at AS mfa_enabled_at \
+pub const GET_MEMBER: &str = "SELECT m.user_id, u.email, u.name, m.role, m.created_at, f.enabled_at AS mfa_enabled_at \
      FROM memberships m JOIN users u ON u.id = m.user_id LEFT JOIN user_mfa f ON f.user_id = m.user_id \
      WHERE m.tenant_id = $1 AND m.user_id = $2";
 pub const SET_MEMBER_ROLE: &str = "UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2";

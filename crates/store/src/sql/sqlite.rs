@@ -15,6 +15,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (4, "members", include_str!("../../migrations/sqlite/0004_members.sql")),
     (5, "doc_snapshots", include_str!("../../migrations/sqlite/0005_doc_snapshots.sql")),
     (6, "nodes", include_str!("../../migrations/sqlite/0006_nodes.sql")),
+    (7, "user_names", include_str!("../../migrations/sqlite/0007_user_names.sql")),
 ];
 
 /// SQLite serialises writers anyway; a few connections let reads run
