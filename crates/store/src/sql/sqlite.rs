@@ -245,7 +245,20 @@ mod tests {
     async fn migration_5_moves_snapshots_out_of_the_document_row() {
         let pool = memory_pool().await;
         migrator(&MIGRATIONS[..4]).run(&pool).await.unwrap();
-        let app = crate::contract::doc_app(&SqliteStore { pool: pool.clone(), doc_writer: None }).await;
+        // The owner as version 4 stored users (later migrations add columns).
+        let owner = crate::contract::user();
+        sqlx::query("INSERT INTO users (id, email, password_hash, is_operator, created_at) VALUES ($1, $2, 'x', 0, 0)")
+            .bind(owner.id.to_string())
+            .bind(&owner.email)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let old = SqliteStore { pool: pool.clone(), doc_writer: None };
+        let tenant = crate::contract::tenant();
+        let key = crate::contract::key(tenant.id, crate::contract::now());
+        crate::Store::create_tenant(&old, &tenant, owner.id, "super_admin", &key).await.unwrap();
+        let app = crate::contract::app(tenant.id, domain::plan::PlanId::Pro);
+        crate::Store::create_app(&old, &app, None).await.unwrap();
         // "compacted": a 5-byte snapshot for seqs 1..=3, then seq 4 in the
         // log; "fresh": never compacted, seq 1 in the log.
         for (name, snapshot, snapshot_seq, size) in [("compacted", Some(&b"snap!"[..]), 3, 7), ("fresh", None, 0, 2)] {
