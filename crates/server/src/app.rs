@@ -297,6 +297,16 @@ pub fn router(state: AppState) -> Router {
     .layer(axum::middleware::from_fn(crate::observe::track))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+    // Outside everything that answers, so refusals and panics carry them too.
+    .layer(axum::middleware::from_fn_with_state(
+        crate::headers::Cors::new(&state.config.cors_origins),
+        crate::headers::cors,
+    ))
+    // HSTS: to be set once the listener speaks TLS (`--tls-cert`).
+    .layer(axum::middleware::from_fn_with_state(
+        crate::headers::SecurityHeaders { hsts: false },
+        crate::headers::security_headers,
+    ))
     .layer(TraceLayer::new_for_http())
     .with_state(state)
 }

@@ -7,6 +7,7 @@
 //! - [`cache`]: the app records and deny-list a connect needs, kept in memory.
 //! - [`extract`]: JSON/query extractors with our error shape; principals.
 //! - [`error`]: `ApiError` (stable codes, opaque 500s) and `OAuthError` (RFC 6749 §5.2).
+//! - [`headers`]: security headers on every answer, CORS for `--cors-origin`.
 //! - [`keys`]: tenant signing keys at run time (caches, generation).
 //! - [`mail`]: outgoing mail: SMTP, or `.eml` files in the data dir's outbox.
 //! - [`masterkey`]: the master key ring file and its rotation.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod dataplane;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod keys;
 pub mod mail;
 pub mod masterkey;
