@@ -12,6 +12,7 @@ mod dataplane;
 mod edge;
 mod human;
 mod invites;
+mod logs;
 mod master_key;
 mod matrix;
 mod members;
