@@ -116,6 +116,7 @@ async fn bad_input_never_logs_an_error_and_the_piped_log_has_no_colour() {
         }
     }
     assert!(requests > 1000, "{requests}");
+    eprintln!("{requests} route × value × credential × body requests");
     // Still a live session: the loop was wrong with a valid one throughout.
     assert_eq!(http.get(url("/v1/me")).bearer_auth(&session).send().await.unwrap().status(), 200);
 
