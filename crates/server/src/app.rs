@@ -19,7 +19,7 @@ use std::time::Duration;
 use store::Store;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -307,6 +307,9 @@ pub fn router(state: AppState) -> Router {
         crate::headers::SecurityHeaders { hsts: false },
         crate::headers::security_headers,
     ))
-    .layer(TraceLayer::new_for_http())
+    // A 5xx is WARN here: a real fault is logged at ERROR with its cause
+    // where it happens (`ApiError::Internal`); a 503 while a document
+    // reloads, which a client's update can bring about, needs no operator.
+    .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)))
     .with_state(state)
 }

@@ -115,6 +115,13 @@ async fn client_tokens_refuse_arrays() {
     let creds = app.create_app(&owner, "starter", &[]).await;
     let m2m = app.m2m_token(&creds).await;
     refuse_all(&app, "POST", "/v1/client-tokens", Some(&m2m)).await;
+    // The array serde would read as `{"docs": ["a"]}`, every field given.
+    let r = app
+        .post("/v1/client-tokens")
+        .bearer_auth(&m2m)
+        .header("content-type", "application/json")
+        .body(r#"[["a"], null, null, null]"#);
+    assert_error(r.send().await.unwrap(), 400, "invalid_request").await;
     // An object is still a token.
     let r = app.post("/v1/client-tokens").bearer_auth(&m2m).json(&json!({"docs": ["a"]})).send().await.unwrap();
     assert_eq!(r.status(), 200);
