@@ -19,7 +19,7 @@ use std::time::Duration;
 use store::Store;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -329,6 +329,19 @@ pub fn router(state: AppState) -> Router {
     .layer(axum::middleware::from_fn(crate::observe::track))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
-    .layer(TraceLayer::new_for_http())
+    // Outside everything that answers, so refusals and panics carry them too.
+    .layer(axum::middleware::from_fn_with_state(
+        crate::headers::Cors::new(&state.config.cors_origins),
+        crate::headers::cors,
+    ))
+    // HSTS: to be set once the listener speaks TLS (`--tls-cert`).
+    .layer(axum::middleware::from_fn_with_state(
+        crate::headers::SecurityHeaders { hsts: false },
+        crate::headers::security_headers,
+    ))
+    // A 5xx is WARN here: a real fault is logged at ERROR with its cause
+    // where it happens (`ApiError::Internal`); a 503 while a document
+    // reloads, which a client's update can bring about, needs no operator.
+    .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)))
     .with_state(state)
 }

@@ -107,6 +107,11 @@ pub struct ConfigLayer {
     /// Seconds without a heartbeat after which the registry shows a node `down` [default: 15]
     #[arg(long, env = "WIRESOCKET_NODE_TIMEOUT")]
     pub node_timeout: Option<u64>,
+    /// A browser origin (scheme://host[:port]) allowed to call /v1/*, /oauth/* and the OAuth discovery
+    /// documents cross-origin; repeatable, comma-separated in the environment [default: none]
+    #[arg(long = "cors-origin", env = "WIRESOCKET_CORS_ORIGINS", value_delimiter = ',')]
+    #[serde(alias = "cors_origin")]
+    pub cors_origins: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for ConfigLayer {
@@ -139,6 +144,7 @@ impl std::fmt::Debug for ConfigLayer {
             .field("webhook_retry_scale", &self.webhook_retry_scale)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("node_timeout", &self.node_timeout)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -173,6 +179,7 @@ impl ConfigLayer {
             mail_from: self.mail_from.or(lower.mail_from),
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
             node_timeout: self.node_timeout.or(lower.node_timeout),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
         }
     }
 
@@ -261,6 +268,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// A node without a heartbeat for this long is `down`.
     pub node_timeout: Duration,
+    /// Browser origins allowed cross-origin (see [`crate::headers`]), as
+    /// browsers send them: `scheme://host[:port]`, lowercase, no default port.
+    pub cors_origins: Vec<String>,
 }
 
 /// The limits on the authentication surface; `None` turns one off.
@@ -286,6 +296,33 @@ pub fn per_minute(n: u32) -> Option<Quota> {
     // A minute split into at most u32::MAX requests is never under a
     // nanosecond each, so this cannot fail for n > 0.
     Quota::new(n, Duration::from_secs(60)).ok()
+}
+
+/// Each origin as a browser sends it in `Origin` (RFC 6454 serialization),
+/// so a list entry matches byte for byte: `https://App.example:443` is kept
+/// as `https://app.example`. Anything that is not just an origin (a path, a
+/// query, credentials, `*`, `null`) is refused rather than silently never
+/// matching.
+fn parse_cors_origins(items: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let bad = |why: &str| ConfigError(format!("bad CORS origin {item:?}: {why}; expected scheme://host[:port]"));
+        let url = url::Url::parse(item).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("the scheme must be http or https"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials are not part of an origin"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a path, query or fragment is not part of an origin"));
+        }
+        let origin = url.origin().ascii_serialization();
+        if !out.contains(&origin) {
+            out.push(origin);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_trusted_proxies(items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
@@ -326,6 +363,7 @@ impl std::fmt::Debug for Config {
             .field("mail_from", &self.mail_from)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("node_timeout", &self.node_timeout)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -432,6 +470,7 @@ impl Config {
             max_keys,
         };
         let trusted_proxies = parse_trusted_proxies(layer.trusted_proxies.as_deref().unwrap_or_default())?;
+        let cors_origins = parse_cors_origins(layer.cors_origins.as_deref().unwrap_or_default())?;
         let webhook_debounce_ms = layer.webhook_debounce_ms.unwrap_or(DEFAULT_WEBHOOK_DEBOUNCE_MS);
         if !(10..=MAX_WEBHOOK_DEBOUNCE_MS).contains(&webhook_debounce_ms) {
             return Err(ConfigError(format!(
@@ -496,6 +535,7 @@ impl Config {
             mail_from,
             heartbeat_interval: Duration::from_secs(heartbeat_interval),
             node_timeout: Duration::from_secs(node_timeout),
+            cors_origins,
         })
     }
 
@@ -669,5 +709,49 @@ mod tests {
         let cfg = Config::resolve(ok, None).unwrap();
         assert_eq!(cfg.mail_from, "Acme <ops@acme.test>");
         assert!(cfg.smtp_url.is_some());
+    }
+
+    #[test]
+    fn cors_origins_layer_and_are_kept_as_browsers_send_them() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            layer: ConfigLayer,
+        }
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "x",
+            "--cors-origin",
+            "https://App.example:443",
+            "--cors-origin",
+            "http://localhost:3000",
+        ])
+        .unwrap();
+        let file: ConfigLayer = toml::from_str("cors_origins = [\"https://file.example\"]").unwrap();
+        let cfg = Config::resolve(cli.layer.over(file.clone()), None).unwrap();
+        assert_eq!(cfg.cors_origins, ["https://app.example", "http://localhost:3000"]);
+        // The file fills in when no flag (or env) gives any; the flag's own name works there too.
+        assert_eq!(Config::resolve(file, None).unwrap().cors_origins, ["https://file.example"]);
+        let file: ConfigLayer = toml::from_str("cors_origin = [\"https://[::1]:8443/\"]").unwrap();
+        assert_eq!(Config::resolve(file, None).unwrap().cors_origins, ["https://[::1]:8443"]);
+        assert!(Config::resolve(ConfigLayer::default(), None).unwrap().cors_origins.is_empty());
+    }
+
+    #[test]
+    fn a_cors_origin_that_is_not_an_origin_is_a_startup_error() {
+        for bad in [
+            "*",
+            "null",
+            "app.example",
+            "ftp://app.example",
+            "https://app.example/path",
+            "https://app.example?x=1",
+            "https://user:pw@app.example",
+            "https://",
+        ] {
+            let layer = ConfigLayer { cors_origins: Some(vec![bad.into()]), ..Default::default() };
+            let err = Config::resolve(layer, None).unwrap_err().to_string();
+            assert!(err.contains("bad CORS origin") && err.contains("scheme://host[:port]"), "{bad}: {err}");
+        }
     }
 }

@@ -32,11 +32,26 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     }
 }
 
+/// Every body the API takes is a JSON object, but serde reads a JSON array
+/// into a struct field by field (`["x"]` is `{"name": "x"}`): a body whose
+/// first byte is not `{` is refused before `T` sees it. Peeking costs
+/// nothing on the happy path; only a refused body is parsed a second time,
+/// to tell malformed JSON (`invalid_json`) and a wrong content type (415)
+/// from valid JSON of the wrong shape (`invalid_request`).
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(req, state).await.map(|axum::Json(v)| Self(v)).map_err(json_rejection)
+        let (parts, body) = req.into_parts();
+        let ApiBytes(bytes) = ApiBytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
+        let is_object = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_none_or(|&b| b == b'{');
+        let buffered = Request::from_parts(parts, axum::body::Body::from(bytes));
+        if !is_object {
+            let axum::Json(_) =
+                axum::Json::<serde::de::IgnoredAny>::from_request(buffered, state).await.map_err(json_rejection)?;
+            return Err(ApiError::bad_request("invalid_request", "the body must be a JSON object"));
+        }
+        axum::Json::<T>::from_request(buffered, state).await.map(|axum::Json(v)| Self(v)).map_err(json_rejection)
     }
 }
 
@@ -236,6 +251,30 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .await
             .map(|axum::extract::Path(v)| Self(v))
             .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// A `{doc}` path segment (or the rest of the path, on the sync route),
+/// percent-decoded. Bytes that are not UTF-8 are no document name: 400
+/// `invalid_document_name`, as [`domain::docname::DocName::parse`] answers
+/// for every other bad name.
+pub struct DocPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for DocPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(doc)) => Ok(Self(doc)),
+            Err(PathRejection::FailedToDeserializePathParams(e))
+                if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                Err(ApiError::bad_request("invalid_document_name", "the document name is not valid UTF-8"))
+            }
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
     }
 }
 

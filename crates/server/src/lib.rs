@@ -9,6 +9,7 @@
 //! - [`fleet`]: the node directory discovery picks from (rendezvous hashing).
 //! - [`extract`]: JSON/query extractors with our error shape; principals.
 //! - [`error`]: `ApiError` (stable codes, opaque 500s) and `OAuthError` (RFC 6749 §5.2).
+//! - [`headers`]: security headers on every answer, CORS for `--cors-origin`.
 //! - [`keys`]: tenant signing keys at run time (caches, generation).
 //! - [`mail`]: outgoing mail: SMTP, or `.eml` files in the data dir's outbox.
 //! - [`masterkey`]: the master key ring (file, env or vault command) and its rotation.
@@ -29,6 +30,7 @@ pub mod dataplane;
 pub mod error;
 pub mod extract;
 pub mod fleet;
+pub mod headers;
 pub mod keys;
 pub mod mail;
 pub mod masterkey;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use server::{Application, Config, ConfigLayer};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -174,10 +175,13 @@ async fn run(cli: Cli) -> Result<(), String> {
 async fn main() -> ExitCode {
     let filter = EnvFilter::try_from_env("WIRESOCKET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("WIRESOCKET_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // The log goes to stdout; colour codes only when a person watches it,
+    // never into a file, a pipe or a log collector.
+    let ansi = std::io::stdout().is_terminal();
     if json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).json().init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
     }
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,

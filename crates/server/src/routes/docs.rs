@@ -3,7 +3,7 @@
 use crate::dataplane::close;
 use crate::dataplane::registry::CloseReason;
 use crate::error::ApiError;
-use crate::extract::{ApiBytes, ApiPath, ApiQuery, AppToken};
+use crate::extract::{ApiBytes, ApiQuery, AppToken, DocPath};
 use crate::routes::sync::{WriteRefusal, doc_key, write};
 use crate::routes::{ErrorSchema, PageQuery, Paged};
 use crate::state::AppState;
@@ -44,7 +44,7 @@ pub struct Discovery {
 pub async fn discovery(
     State(state): State<AppState>,
     token: AppToken,
-    ApiPath(doc): ApiPath<String>,
+    DocPath(doc): DocPath,
 ) -> Result<Json<Discovery>, ApiError> {
     let key = doc_key(&token, &doc)?;
     let app = token.app.id.to_string();
@@ -104,7 +104,7 @@ pub async fn list_docs(
 pub async fn get_doc(
     State(state): State<AppState>,
     token: AppToken,
-    ApiPath(doc): ApiPath<String>,
+    DocPath(doc): DocPath,
 ) -> Result<Response, ApiError> {
     require_m2m(&token)?;
     let key = doc_key(&token, &doc)?;
@@ -137,7 +137,7 @@ pub async fn get_doc(
 pub async fn update_doc(
     State(state): State<AppState>,
     token: AppToken,
-    ApiPath(doc): ApiPath<String>,
+    DocPath(doc): DocPath,
     ApiBytes(body): ApiBytes,
 ) -> Result<StatusCode, ApiError> {
     require_m2m(&token)?;
@@ -166,7 +166,7 @@ pub async fn update_doc(
 pub async fn delete_doc(
     State(state): State<AppState>,
     token: AppToken,
-    ApiPath(doc): ApiPath<String>,
+    DocPath(doc): DocPath,
 ) -> Result<StatusCode, ApiError> {
     require_m2m(&token)?;
     let key = doc_key(&token, &doc)?;

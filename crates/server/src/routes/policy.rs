@@ -156,7 +156,12 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             };
             let tid = match RawPathParams::from_request_parts(&mut parts, &state).await {
                 Ok(params) => params.iter().find(|(k, _)| *k == "tid").map(|(_, v)| v.to_owned()),
-                Err(_) => None,
+                // A segment that is not UTF-8 names no tenant, app or
+                // member: the 404 of any id that names nothing.
+                Err(e) => {
+                    tracing::debug!(path, error = %e, "path parameter is not UTF-8");
+                    return ApiError::not_found().into_response();
+                }
             };
             let Some(tid) = tid else {
                 tracing::error!(path, "tenant policy on a route without {{tid}}; refused");

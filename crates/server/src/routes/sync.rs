@@ -14,7 +14,7 @@ use crate::dataplane::registry::{CloseReason, ConnInfo};
 use crate::dataplane::ws::{self, Event, FrameReader, Peer, Upgrade, WsError};
 use crate::dataplane::{close, hot};
 use crate::error::ApiError;
-use crate::extract::{ApiPath, ApiQuery, AppToken};
+use crate::extract::{ApiQuery, AppToken, DocPath};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -71,7 +71,7 @@ fn refusal(reason: &'static str) {
         (status = 429, body = crate::routes::ErrorSchema)))]
 pub async fn sync(
     State(state): State<AppState>,
-    ApiPath(doc): ApiPath<String>,
+    DocPath(doc): DocPath,
     ApiQuery(query): ApiQuery<SyncQuery>,
     headers: HeaderMap,
     ws: Result<Upgrade, ApiError>,
