@@ -287,18 +287,40 @@ async fn serve_http1(
     Ok(())
 }
 
-/// Drops expired sessions, refresh tokens and deny-list entries, and
-/// rate-limit state that has run out.
+/// How long what is shown after it stopped mattering is kept: expired and
+/// accepted invites (the invite list), finished webhook jobs and delivery
+/// attempts (the delivery log).
+pub const PURGE_RETENTION: time::Duration = time::Duration::days(30);
+
+/// Every `--purge-interval`: [`purge_once`], and rate-limit state that has
+/// run out.
 async fn purge_loop(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(state.config.purge_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match state.store.purge_expired(state.now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "purged expired credentials"),
-            Err(e) => tracing::warn!(error = %e, "purge of expired credentials failed"),
-        }
+        let _ = purge_once(&state).await;
         state.rate_limits.sweep(state.now()).await;
+    }
+}
+
+/// Drops what expired or aged out (see `Store::purge_expired`) and counts
+/// it in `wiresocket_purged_total{kind}`. Answers the report (also for tests).
+pub async fn purge_once(state: &AppState) -> Option<store::PurgeReport> {
+    match state.store.purge_expired(state.now(), PURGE_RETENTION).await {
+        Ok(report) => {
+            for (kind, rows) in report.by_kind() {
+                metrics::counter!("wiresocket_purged_total", "kind" => kind).increment(rows);
+            }
+            if report.total() > 0 {
+                tracing::debug!(?report, "purged expired rows");
+            }
+            Some(report)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the purge of expired rows failed; trying again next time");
+            None
+        }
     }
 }
 

@@ -101,6 +101,9 @@ pub struct ConfigLayer {
     /// Sender of outgoing mail [default: WireSocket <no-reply@localhost>]
     #[arg(long, env = "WIRESOCKET_MAIL_FROM")]
     pub mail_from: Option<String>,
+    /// Seconds between purges of expired sessions, tokens, resets, invites and old webhook jobs [default: 300]
+    #[arg(long, env = "WIRESOCKET_PURGE_INTERVAL")]
+    pub purge_interval: Option<u64>,
     /// Seconds between a node's heartbeats to the registry [default: 5]
     #[arg(long, env = "WIRESOCKET_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<u64>,
@@ -142,6 +145,7 @@ impl std::fmt::Debug for ConfigLayer {
             .field("allow_private_webhooks", &self.allow_private_webhooks)
             .field("webhook_debounce_ms", &self.webhook_debounce_ms)
             .field("webhook_retry_scale", &self.webhook_retry_scale)
+            .field("purge_interval", &self.purge_interval)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("node_timeout", &self.node_timeout)
             .field("cors_origins", &self.cors_origins)
@@ -177,6 +181,7 @@ impl ConfigLayer {
             webhook_retry_scale: self.webhook_retry_scale.or(lower.webhook_retry_scale),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             mail_from: self.mail_from.or(lower.mail_from),
+            purge_interval: self.purge_interval.or(lower.purge_interval),
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
             node_timeout: self.node_timeout.or(lower.node_timeout),
             cors_origins: self.cors_origins.or(lower.cors_origins),
@@ -264,6 +269,8 @@ pub struct Config {
     pub smtp_url: Option<SecretString>,
     /// The `From:` of outgoing mail (an RFC 5322 mailbox).
     pub mail_from: String,
+    /// How often expired rows are purged.
+    pub purge_interval: Duration,
     /// How often this node heartbeats to the registry.
     pub heartbeat_interval: Duration,
     /// A node without a heartbeat for this long is `down`.
@@ -361,6 +368,7 @@ impl std::fmt::Debug for Config {
             .field("webhook_retry_scale", &self.webhook_retry_scale)
             .field("smtp_url", &self.smtp_url.as_ref().map(|_| "[redacted]"))
             .field("mail_from", &self.mail_from)
+            .field("purge_interval", &self.purge_interval)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("node_timeout", &self.node_timeout)
             .field("cors_origins", &self.cors_origins)
@@ -481,6 +489,10 @@ impl Config {
         if !(0.0..=1000.0).contains(&webhook_retry_scale) {
             return Err(ConfigError("webhook retry scale must be between 0 and 1000".into()));
         }
+        let purge_interval = layer.purge_interval.unwrap_or(300);
+        if !(1..=86_400).contains(&purge_interval) {
+            return Err(ConfigError("the purge interval must be between 1 and 86400 seconds".into()));
+        }
         let heartbeat_interval = layer.heartbeat_interval.unwrap_or(5);
         let node_timeout = layer.node_timeout.unwrap_or(15);
         if heartbeat_interval == 0 || heartbeat_interval > 3600 {
@@ -533,6 +545,7 @@ impl Config {
             webhook_retry_scale,
             smtp_url: layer.smtp_url.map(SecretString::from),
             mail_from,
+            purge_interval: Duration::from_secs(purge_interval),
             heartbeat_interval: Duration::from_secs(heartbeat_interval),
             node_timeout: Duration::from_secs(node_timeout),
             cors_origins,

@@ -269,8 +269,14 @@ pub trait Store: Send + Sync + 'static {
     /// list is short (revoked, unexpired access tokens), so servers mirror it
     /// in memory and check it on every connect without a round trip.
     async fn list_denied_jtis(&self, now: OffsetDateTime) -> Result<Vec<(String, OffsetDateTime)>>;
-    /// Removes expired deny-list entries, expired refresh tokens and expired sessions.
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64>;
+    /// Removes what can no longer be used or shown (see [`PurgeReport`]):
+    /// expired deny-list entries, refresh tokens (and so their families)
+    /// and sessions; expired or used password resets; invites expired or
+    /// accepted more than `retention` ago (the invite list shows expired
+    /// ones until then); finished webhook jobs and delivery attempts older
+    /// than `retention` (the delivery log keeps that much). One
+    /// transaction; answers what went, by kind.
+    async fn purge_expired(&self, now: OffsetDateTime, retention: time::Duration) -> Result<PurgeReport>;
 
     // ---- documents ----------------------------------------------------
     /// Group commit: appends every update of the batch, in order, in ONE

@@ -838,3 +838,34 @@ pub struct NodeHeartbeat {
     pub connections: i64,
     pub documents: i64,
 }
+
+/// Rows removed by one [`crate::Store::purge_expired`], by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub denied_jtis: u64,
+    pub refresh_tokens: u64,
+    pub sessions: u64,
+    pub password_resets: u64,
+    pub invites: u64,
+    pub webhook_jobs: u64,
+    pub webhook_deliveries: u64,
+}
+
+impl PurgeReport {
+    /// `(kind, rows)` for each kind, as the metric labels them.
+    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
+        [
+            ("denied_jtis", self.denied_jtis),
+            ("refresh_tokens", self.refresh_tokens),
+            ("sessions", self.sessions),
+            ("password_resets", self.password_resets),
+            ("invites", self.invites),
+            ("webhook_jobs", self.webhook_jobs),
+            ("webhook_deliveries", self.webhook_deliveries),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_kind().iter().map(|(_, n)| n).sum()
+    }
+}

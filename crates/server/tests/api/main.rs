@@ -25,6 +25,7 @@ mod oauth;
 mod ops;
 mod password_reset;
 mod permissions;
+mod purge;
 mod ratelimit;
 mod secrets_at_rest;
 mod shapes;

@@ -44,9 +44,9 @@ macro_rules! impl_store {
             use $crate::{
                 AppRecord, AuditFilter, AuditRecord, CustomRoleRecord, DeliveryRecord, DocKey, DocRecord, DocState,
                 InviteAcceptor, InviteRecord, InvoiceRecord, JobNext, MemberRecord, MfaRecord, NodeHeartbeat,
-                NodeRecord, Page, PasswordResetRecord, RefreshKind, RefreshTokenRecord, Result, RotateOutcome,
-                SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord, WebhookJobRecord,
-                WebhookRecord,
+                NodeRecord, Page, PasswordResetRecord, PurgeReport, RefreshKind, RefreshTokenRecord, Result,
+                RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
+                WebhookJobRecord, WebhookRecord,
             };
 
             impl $store {
@@ -873,15 +873,30 @@ macro_rules! impl_store {
                     rows.iter().map(decode::denied_jti).collect()
                 }
 
-                async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64> {
+                async fn purge_expired(&self, now: OffsetDateTime, retention: time::Duration) -> Result<PurgeReport> {
                     let mut tx = self.write_tx().await?;
-                    let mut purged = 0;
-                    for sql in [q::DELETE_EXPIRED_JTIS, q::DELETE_EXPIRED_REFRESH, q::DELETE_EXPIRED_SESSIONS] {
-                        purged +=
-                            sqlx::query(sql).bind(secs(now)).execute(&mut *tx).await.map_err(db_err)?.rows_affected();
+                    let mut report = PurgeReport::default();
+                    // Each statement takes one cutoff: `now` for what expired,
+                    // `now - retention` for what is kept a while to be shown.
+                    let before = now - retention;
+                    for (sql, cutoff, count) in [
+                        (q::DELETE_EXPIRED_JTIS, now, &mut report.denied_jtis),
+                        (q::DELETE_EXPIRED_REFRESH, now, &mut report.refresh_tokens),
+                        (q::DELETE_EXPIRED_SESSIONS, now, &mut report.sessions),
+                        (q::DELETE_DEAD_RESETS, now, &mut report.password_resets),
+                        (q::DELETE_OLD_INVITES, before, &mut report.invites),
+                        (q::DELETE_OLD_JOBS, before, &mut report.webhook_jobs),
+                        (q::DELETE_OLD_DELIVERIES, before, &mut report.webhook_deliveries),
+                    ] {
+                        *count = sqlx::query(sql)
+                            .bind(secs(cutoff))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?
+                            .rows_affected();
                     }
                     tx.commit().await.map_err(db_err)?;
-                    Ok(purged)
+                    Ok(report)
                 }
 
                 // ---- documents --------------------------------------------

@@ -255,6 +255,16 @@ pub const DENY_JTI: &str = "INSERT INTO denied_jtis (jti, expires_at) VALUES ($1
 pub const IS_JTI_DENIED: &str = "SELECT COUNT(*) AS n FROM denied_jtis WHERE jti = $1 AND expires_at > $2";
 pub const LIST_DENIED_JTIS: &str = "SELECT jti, expires_at FROM denied_jtis WHERE expires_at > $1";
 pub const DELETE_EXPIRED_JTIS: &str = "DELETE FROM denied_jtis WHERE expires_at <= $1";
+/// `$1` now: a reset is useless once expired or used.
+pub const DELETE_DEAD_RESETS: &str = "DELETE FROM password_resets WHERE expires_at <= $1 OR used_at IS NOT NULL";
+/// `$1` = now - retention: invites accepted, or expired, before then.
+pub const DELETE_OLD_INVITES: &str =
+    "DELETE FROM invites WHERE accepted_at <= $1 OR (accepted_at IS NULL AND expires_at <= $1)";
+/// `$1` = now - retention: finished jobs last touched before then.
+pub const DELETE_OLD_JOBS: &str =
+    "DELETE FROM webhook_jobs WHERE status IN ('delivered', 'failed') AND updated_at <= $1";
+/// `$1` = now - retention.
+pub const DELETE_OLD_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE at <= $1";
 
 // ---- documents ---------------------------------------------------------------
 /// Reserves `$3` seqs for a doc (creating its row) and adds `$4` bytes; answers
