@@ -14,9 +14,9 @@
 
 use crate::{
     AppRecord, AuditFilter, AuditRecord, CustomRoleRecord, DeliveryRecord, DocKey, DocRecord, DocState, InviteAcceptor,
-    InviteRecord, InvoiceRecord, JobNext, JobStatus, MemberRecord, MfaRecord, NodeHeartbeat, PasswordResetRecord,
-    RefreshKind, RefreshTokenRecord, RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord,
-    UserRecord, WebhookJobRecord, WebhookRecord,
+    InviteRecord, InvoiceRecord, JobNext, JobStatus, MemberRecord, MfaRecord, NodeHeartbeat, OutboxEvent,
+    PasswordResetRecord, RefreshKind, RefreshTokenRecord, RotateOutcome, SessionRecord, SigningKeyRecord, Store,
+    StoreError, TenantRecord, UserRecord, WebhookJobRecord, WebhookRecord,
 };
 use domain::audit::{ChainBreak, GENESIS_HASH};
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
@@ -75,6 +75,8 @@ macro_rules! for_each_contract_test {
             deny_list_expires,
             purge_expired_removes_only_expired,
             purge_keeps_tables_bounded_over_two_months,
+            events_commit_with_their_change_or_not_at_all,
+            events_fan_out_once,
             audit_is_newest_first,
             delete_app_cascades,
             docs_append_and_load_in_order,
@@ -262,7 +264,7 @@ async fn user_token(store: &dyn Store, family: FamilyId, expires_at: OffsetDateT
 pub async fn doc_app(store: &dyn Store) -> AppRecord {
     let (_, t, _) = owner_with_tenant(store).await;
     let a = app(t.id, PlanId::Pro);
-    store.create_app(&a, None).await.unwrap();
+    store.create_app(&a, None, &[]).await.unwrap();
     a
 }
 
@@ -539,7 +541,7 @@ pub async fn signing_key_rotation(store: &dyn Store) {
     let grace_end = now() + Duration::minutes(30);
     // Same second as k1: insertion order still decides "newest".
     let k2 = key(t.id, k1.created_at);
-    store.rotate_signing_key(t.id, &k2, grace_end).await.unwrap();
+    store.rotate_signing_key(t.id, &k2, grace_end, &[]).await.unwrap();
 
     let keys = store.list_signing_keys(t.id).await.unwrap();
     let retired_k1 = SigningKeyRecord { state: KeyState::Retiring, retires_at: Some(grace_end), ..k1.clone() };
@@ -550,7 +552,7 @@ pub async fn signing_key_rotation(store: &dyn Store) {
     // Rotating again retires k2 only; k1 keeps its own grace end.
     let k3 = key(t.id, now() + Duration::seconds(1));
     let later = grace_end + Duration::minutes(5);
-    store.rotate_signing_key(t.id, &k3, later).await.unwrap();
+    store.rotate_signing_key(t.id, &k3, later, &[]).await.unwrap();
     let keys = store.list_signing_keys(t.id).await.unwrap();
     let states: Vec<_> = keys.iter().map(|k| (k.kid.as_str(), k.state, k.retires_at)).collect();
     assert_eq!(
@@ -563,7 +565,7 @@ pub async fn signing_key_rotation(store: &dyn Store) {
     );
 
     // A kid in use refuses the rotation and changes nothing.
-    assert_conflict(store.rotate_signing_key(t.id, &k3, later).await, "kid_taken");
+    assert_conflict(store.rotate_signing_key(t.id, &k3, later, &[]).await, "kid_taken");
     assert_eq!(store.get_signing_key(&k3.kid).await.unwrap().unwrap().state, KeyState::Active);
 }
 
@@ -574,26 +576,26 @@ pub async fn signing_key_revocation(store: &dyn Store) {
 
     // Revoking the active key with a replacement.
     let k2 = key(t.id, at);
-    store.revoke_signing_key(t.id, &k1.kid, at, Some(&k2)).await.unwrap();
+    store.revoke_signing_key(t.id, &k1.kid, at, Some(&k2), &[]).await.unwrap();
     let revoked = store.get_signing_key(&k1.kid).await.unwrap().unwrap();
     assert_eq!((revoked.state, revoked.revoked_at), (KeyState::Revoked, Some(at)));
     assert_eq!(store.get_signing_key(&k2.kid).await.unwrap(), Some(k2.clone()));
 
     // Again: a no-op, and the replacement is not stored.
     let k3 = key(t.id, at);
-    store.revoke_signing_key(t.id, &k1.kid, at + Duration::hours(1), Some(&k3)).await.unwrap();
+    store.revoke_signing_key(t.id, &k1.kid, at + Duration::hours(1), Some(&k3), &[]).await.unwrap();
     assert_eq!(store.get_signing_key(&k1.kid).await.unwrap(), Some(revoked));
     assert_eq!(store.get_signing_key(&k3.kid).await.unwrap(), None);
 
     // Unknown kid, or another tenant's key: NotFound, nothing changes.
-    assert_not_found(store.revoke_signing_key(t.id, "no-such-kid", at, None).await);
-    assert_not_found(store.revoke_signing_key(other.id, &k2.kid, at, None).await);
+    assert_not_found(store.revoke_signing_key(t.id, "no-such-kid", at, None, &[]).await);
+    assert_not_found(store.revoke_signing_key(other.id, &k2.kid, at, None, &[]).await);
     assert_eq!(store.get_signing_key(&k2.kid).await.unwrap().unwrap().state, KeyState::Active);
 
     // A retiring key can be revoked without a replacement.
     let k4 = key(t.id, at);
-    store.rotate_signing_key(t.id, &k4, at + Duration::minutes(30)).await.unwrap();
-    store.revoke_signing_key(t.id, &k2.kid, at, None).await.unwrap();
+    store.rotate_signing_key(t.id, &k4, at + Duration::minutes(30), &[]).await.unwrap();
+    store.revoke_signing_key(t.id, &k2.kid, at, None, &[]).await.unwrap();
     let states: Vec<_> = store.list_signing_keys(t.id).await.unwrap().into_iter().map(|k| (k.kid, k.state)).collect();
     assert_eq!(states, vec![(k4.kid, KeyState::Active), (k2.kid, KeyState::Revoked), (k1.kid, KeyState::Revoked)]);
 }
@@ -608,7 +610,7 @@ pub async fn signing_key_one_active_under_concurrency(store: &dyn Store) {
     // active key; the unique index refuses it instead (`key_conflict`, the
     // client retries). Each rotation either wins or changes nothing.
     let new_keys: Vec<_> = (0..8).map(|_| key(t.id, at)).collect();
-    let results = join_all(new_keys.iter().map(|k| store.rotate_signing_key(t.id, k, grace_end)).collect()).await;
+    let results = join_all(new_keys.iter().map(|k| store.rotate_signing_key(t.id, k, grace_end, &[])).collect()).await;
     let won: Vec<&SigningKeyRecord> =
         new_keys.iter().zip(results).filter_map(|(k, r)| ok_or_conflict(r, "key_conflict").then_some(k)).collect();
     assert!(!won.is_empty());
@@ -629,9 +631,9 @@ pub async fn signing_key_one_active_under_concurrency(store: &dyn Store) {
     let replacements: Vec<_> = (0..4).map(|_| key(t.id, at)).collect();
     let mut racing: Vec<Boxed<'_, (bool, crate::Result<()>)>> = Vec::new();
     for (rotation, replacement) in rotations.iter().zip(&replacements) {
-        racing.push(Box::pin(async move { (true, store.rotate_signing_key(t.id, rotation, grace_end).await) }));
+        racing.push(Box::pin(async move { (true, store.rotate_signing_key(t.id, rotation, grace_end, &[]).await) }));
         racing.push(Box::pin(async move {
-            (false, store.revoke_signing_key(t.id, &current.kid, at, Some(replacement)).await)
+            (false, store.revoke_signing_key(t.id, &current.kid, at, Some(replacement), &[]).await)
         }));
     }
     for (is_rotation, result) in join_all(racing).await {
@@ -661,9 +663,9 @@ pub async fn signing_key_revoke_replaces_only_active(store: &dyn Store) {
     // revocation: k1 is revoked, the replacement ignored, and the
     // rotation's key stays the only active one.
     let k2 = key(t.id, at);
-    store.rotate_signing_key(t.id, &k2, at + Duration::minutes(30)).await.unwrap();
+    store.rotate_signing_key(t.id, &k2, at + Duration::minutes(30), &[]).await.unwrap();
     let stale_replacement = key(t.id, at);
-    store.revoke_signing_key(t.id, &k1.kid, at, Some(&stale_replacement)).await.unwrap();
+    store.revoke_signing_key(t.id, &k1.kid, at, Some(&stale_replacement), &[]).await.unwrap();
     let revoked_k1 = store.get_signing_key(&k1.kid).await.unwrap().unwrap();
     assert_eq!((revoked_k1.state, revoked_k1.revoked_at), (KeyState::Revoked, Some(at)));
     assert_eq!(store.get_signing_key(&stale_replacement.kid).await.unwrap(), None);
@@ -671,7 +673,7 @@ pub async fn signing_key_revoke_replaces_only_active(store: &dyn Store) {
 
     // Revoking the active key with a replacement: the replacement takes over.
     let k3 = key(t.id, at);
-    store.revoke_signing_key(t.id, &k2.kid, at, Some(&k3)).await.unwrap();
+    store.revoke_signing_key(t.id, &k2.kid, at, Some(&k3), &[]).await.unwrap();
     assert_eq!(active_keys(store, t.id).await, vec![k3.clone()]);
     let states: Vec<_> = store.list_signing_keys(t.id).await.unwrap().into_iter().map(|k| (k.kid, k.state)).collect();
     assert_eq!(
@@ -681,10 +683,10 @@ pub async fn signing_key_revoke_replaces_only_active(store: &dyn Store) {
 
     // Without a replacement the tenant is left with no active key, and the
     // next rotation has nothing to retire.
-    store.revoke_signing_key(t.id, &k3.kid, at, None).await.unwrap();
+    store.revoke_signing_key(t.id, &k3.kid, at, None, &[]).await.unwrap();
     assert_eq!(active_keys(store, t.id).await, vec![]);
     let k4 = key(t.id, at);
-    store.rotate_signing_key(t.id, &k4, at + Duration::minutes(30)).await.unwrap();
+    store.rotate_signing_key(t.id, &k4, at + Duration::minutes(30), &[]).await.unwrap();
     assert_eq!(active_keys(store, t.id).await, vec![k4]);
 }
 
@@ -708,7 +710,7 @@ pub async fn apps_crud_and_tenant_scoping(store: &dyn Store) {
     let (_, t, _) = owner_with_tenant(store).await;
     let (_, other, _) = owner_with_tenant(store).await;
     let a = app(t.id, PlanId::Starter);
-    store.create_app(&a, None).await.unwrap();
+    store.create_app(&a, None, &[]).await.unwrap();
 
     assert_eq!(store.get_app(t.id, a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(store.get_app(other.id, a.id).await.unwrap(), None);
@@ -718,7 +720,7 @@ pub async fn apps_crud_and_tenant_scoping(store: &dyn Store) {
     assert_eq!(store.get_app_by_client_id("ws_nope").await.unwrap(), None);
 
     let same_client = AppRecord { id: AppId::new(), ..a.clone() };
-    assert_conflict(store.create_app(&same_client, None).await, "client_id_taken");
+    assert_conflict(store.create_app(&same_client, None, &[]).await, "client_id_taken");
 
     // update_app stores name, domains, environment, updated_at — nothing else.
     let edited = AppRecord {
@@ -731,7 +733,7 @@ pub async fn apps_crud_and_tenant_scoping(store: &dyn Store) {
         region: "aws-us-east-1".to_owned(),
         ..a.clone()
     };
-    store.update_app(&edited).await.unwrap();
+    store.update_app(&edited, &[]).await.unwrap();
     let stored = store.get_app_by_id(a.id).await.unwrap().unwrap();
     assert_eq!(
         stored,
@@ -744,29 +746,29 @@ pub async fn apps_crud_and_tenant_scoping(store: &dyn Store) {
         }
     );
     let wrong_tenant = AppRecord { tenant_id: other.id, ..edited.clone() };
-    assert_not_found(store.update_app(&wrong_tenant).await);
-    assert_not_found(store.update_app(&app(t.id, PlanId::Pro)).await);
+    assert_not_found(store.update_app(&wrong_tenant, &[]).await);
+    assert_not_found(store.update_app(&app(t.id, PlanId::Pro), &[]).await);
 
     let rotated_at = stored.updated_at + Duration::seconds(5);
-    store.set_app_secret(a.id, &"a".repeat(64), rotated_at).await.unwrap();
+    store.set_app_secret(a.id, &"a".repeat(64), rotated_at, &[]).await.unwrap();
     let stored = store.get_app_by_id(a.id).await.unwrap().unwrap();
     assert_eq!(stored.client_secret_hash, "a".repeat(64));
     assert_eq!(stored.secret_rotated_at, Some(rotated_at));
-    assert_not_found(store.set_app_secret(AppId::new(), "x", rotated_at).await);
+    assert_not_found(store.set_app_secret(AppId::new(), "x", rotated_at, &[]).await);
 }
 
 pub async fn one_free_app_per_tenant(store: &dyn Store) {
     let (_, t, _) = owner_with_tenant(store).await;
     let (_, other, _) = owner_with_tenant(store).await;
     let free = app(t.id, PlanId::Free);
-    store.create_app(&free, None).await.unwrap();
+    store.create_app(&free, None, &[]).await.unwrap();
     let second = app(t.id, PlanId::Free);
-    assert_conflict(store.create_app(&second, None).await, "free_plan_limit");
+    assert_conflict(store.create_app(&second, None, &[]).await, "free_plan_limit");
     assert_eq!(store.get_app_by_id(second.id).await.unwrap(), None);
     // Paid apps and other tenants are unaffected.
     let paid = app(t.id, PlanId::Starter);
-    store.create_app(&paid, None).await.unwrap();
-    store.create_app(&app(other.id, PlanId::Free), None).await.unwrap();
+    store.create_app(&paid, None, &[]).await.unwrap();
+    store.create_app(&app(other.id, PlanId::Free), None, &[]).await.unwrap();
 
     // Downgrading to free while a free app exists: refused, nothing stored.
     let inv = invoice(&paid, PlanId::Free);
@@ -778,7 +780,7 @@ pub async fn one_free_app_per_tenant(store: &dyn Store) {
     store.change_app_plan(free.id, PlanId::Free, PlanId::Free, &invoice(&free, PlanId::Free)).await.unwrap();
 
     // Once the free app is gone, another may take the slot.
-    store.delete_app(t.id, free.id).await.unwrap();
+    store.delete_app(t.id, free.id, &[]).await.unwrap();
     store.change_app_plan(paid.id, PlanId::Starter, PlanId::Free, &inv).await.unwrap();
     assert_eq!(store.get_app_by_id(paid.id).await.unwrap().unwrap().plan, PlanId::Free);
 }
@@ -786,7 +788,7 @@ pub async fn one_free_app_per_tenant(store: &dyn Store) {
 pub async fn one_free_app_under_concurrency(store: &dyn Store) {
     let (_, t, _) = owner_with_tenant(store).await;
     let apps: Vec<_> = (0..8).map(|_| app(t.id, PlanId::Free)).collect();
-    let results = join_all(apps.iter().map(|a| store.create_app(a, None)).collect()).await;
+    let results = join_all(apps.iter().map(|a| store.create_app(a, None, &[])).collect()).await;
     let mut winners = 0;
     for r in results {
         match r {
@@ -801,7 +803,7 @@ pub async fn one_free_app_under_concurrency(store: &dyn Store) {
     let (_, t, _) = owner_with_tenant(store).await;
     let apps: Vec<_> = (0..8).map(|_| app(t.id, PlanId::Pro)).collect();
     for a in &apps {
-        store.create_app(a, None).await.unwrap();
+        store.create_app(a, None, &[]).await.unwrap();
     }
     let invoices: Vec<_> = apps.iter().map(|a| invoice(a, PlanId::Free)).collect();
     let results = join_all(
@@ -826,35 +828,35 @@ pub async fn create_app_with_initial_invoice(store: &dyn Store) {
     let a = app(t.id, PlanId::Pro);
     // Stored for the app, whatever the record says.
     let first = InvoiceRecord { app_id: AppId::new(), tenant_id: other.id, ..invoice(&a, PlanId::Pro) };
-    store.create_app(&a, Some(&first)).await.unwrap();
+    store.create_app(&a, Some(&first), &[]).await.unwrap();
     assert_eq!(store.get_app_by_id(a.id).await.unwrap(), Some(a.clone()));
     let stored = InvoiceRecord { app_id: a.id, tenant_id: t.id, ..first.clone() };
     assert_eq!(store.list_invoices(a.id, None, 10).await.unwrap().items, vec![stored.clone()]);
 
     // Refused for the free-plan limit: neither the app nor its invoice.
     let free = app(t.id, PlanId::Free);
-    store.create_app(&free, Some(&invoice(&free, PlanId::Free))).await.unwrap();
+    store.create_app(&free, Some(&invoice(&free, PlanId::Free)), &[]).await.unwrap();
     assert_eq!(store.list_invoices(free.id, None, 10).await.unwrap().items.len(), 1);
     let second = app(t.id, PlanId::Free);
-    assert_conflict(store.create_app(&second, Some(&invoice(&second, PlanId::Free))).await, "free_plan_limit");
+    assert_conflict(store.create_app(&second, Some(&invoice(&second, PlanId::Free)), &[]).await, "free_plan_limit");
     assert_eq!(store.get_app_by_id(second.id).await.unwrap(), None);
     assert_eq!(store.list_invoices(second.id, None, 10).await.unwrap().items, vec![]);
 
     // An invoice refused after the app went in takes the app with it.
     let third = app(t.id, PlanId::Starter);
     let clash = InvoiceRecord { id: first.id, ..invoice(&third, PlanId::Starter) };
-    assert_conflict(store.create_app(&third, Some(&clash)).await, "conflict");
+    assert_conflict(store.create_app(&third, Some(&clash), &[]).await, "conflict");
     assert_eq!(store.get_app_by_id(third.id).await.unwrap(), None);
     assert_eq!(store.get_app_by_client_id(&third.client_id).await.unwrap(), None);
     assert_eq!(store.list_invoices(a.id, None, 10).await.unwrap().items, vec![stored]);
-    store.create_app(&third, None).await.unwrap();
+    store.create_app(&third, None, &[]).await.unwrap();
     assert_eq!(store.list_invoices(third.id, None, 10).await.unwrap().items, vec![]);
 }
 
 pub async fn change_app_plan_stores_invoice(store: &dyn Store) {
     let (_, t, _) = owner_with_tenant(store).await;
     let a = app(t.id, PlanId::Starter);
-    store.create_app(&a, None).await.unwrap();
+    store.create_app(&a, None, &[]).await.unwrap();
     let inv = invoice(&a, PlanId::Pro);
     store.change_app_plan(a.id, PlanId::Starter, PlanId::Pro, &inv).await.unwrap();
     let changed = store.get_app_by_id(a.id).await.unwrap().unwrap();
@@ -881,7 +883,7 @@ pub async fn change_app_plan_compare_and_set(store: &dyn Store) {
     // A few rounds, each two changes priced from the app's current plan, at
     // once: exactly one applies and stores its invoice.
     let a = app(t.id, PlanId::Starter);
-    store.create_app(&a, None).await.unwrap();
+    store.create_app(&a, None, &[]).await.unwrap();
     let mut from = a.plan;
     let mut expected_invoices = Vec::new();
     for targets in [[PlanId::Pro, PlanId::Enterprise], [PlanId::Starter, PlanId::Free], [PlanId::Pro, PlanId::Pro]] {
@@ -908,11 +910,11 @@ pub async fn change_app_plan_compare_and_set(store: &dyn Store) {
 pub async fn list_apps_pages(store: &dyn Store) {
     let (_, t, _) = owner_with_tenant(store).await;
     let (_, other, _) = owner_with_tenant(store).await;
-    store.create_app(&app(other.id, PlanId::Pro), None).await.unwrap();
+    store.create_app(&app(other.id, PlanId::Pro), None, &[]).await.unwrap();
     let mut created = Vec::new();
     for _ in 0..7 {
         let a = app(t.id, PlanId::Pro);
-        store.create_app(&a, None).await.unwrap();
+        store.create_app(&a, None, &[]).await.unwrap();
         created.push(a);
     }
 
@@ -948,9 +950,9 @@ pub async fn list_apps_pages(store: &dyn Store) {
 pub async fn list_invoices_pages(store: &dyn Store) {
     let (_, t, _) = owner_with_tenant(store).await;
     let a = app(t.id, PlanId::Starter);
-    store.create_app(&a, None).await.unwrap();
+    store.create_app(&a, None, &[]).await.unwrap();
     let other = app(t.id, PlanId::Starter);
-    store.create_app(&other, None).await.unwrap();
+    store.create_app(&other, None, &[]).await.unwrap();
     store.change_app_plan(other.id, PlanId::Starter, PlanId::Pro, &invoice(&other, PlanId::Pro)).await.unwrap();
 
     let mut created = Vec::new();
@@ -1195,8 +1197,8 @@ pub async fn delete_app_cascades(store: &dyn Store) {
     let (_, other, _) = owner_with_tenant(store).await;
     let doomed = app(t.id, PlanId::Starter);
     let kept = app(t.id, PlanId::Starter);
-    store.create_app(&doomed, None).await.unwrap();
-    store.create_app(&kept, None).await.unwrap();
+    store.create_app(&doomed, None, &[]).await.unwrap();
+    store.create_app(&kept, None, &[]).await.unwrap();
 
     let app_token = |a: &AppRecord| RefreshTokenRecord {
         client_id: a.client_id.clone(),
@@ -1211,15 +1213,15 @@ pub async fn delete_app_cascades(store: &dyn Store) {
     let kept_invoice = invoice(&kept, PlanId::Pro);
     store.change_app_plan(kept.id, PlanId::Starter, PlanId::Pro, &kept_invoice).await.unwrap();
 
-    assert_not_found(store.delete_app(other.id, doomed.id).await);
+    assert_not_found(store.delete_app(other.id, doomed.id, &[]).await);
     assert!(store.get_app_by_id(doomed.id).await.unwrap().is_some());
 
-    store.delete_app(t.id, doomed.id).await.unwrap();
+    store.delete_app(t.id, doomed.id, &[]).await.unwrap();
     assert_eq!(store.get_app_by_id(doomed.id).await.unwrap(), None);
     assert_eq!(store.get_app_by_client_id(&doomed.client_id).await.unwrap(), None);
     assert_eq!(store.get_refresh_token(&doomed_token.token_hash).await.unwrap(), None);
     assert_eq!(store.list_invoices(doomed.id, None, 10).await.unwrap().items, vec![]);
-    assert_not_found(store.delete_app(t.id, doomed.id).await);
+    assert_not_found(store.delete_app(t.id, doomed.id, &[]).await);
 
     // Everything else stays.
     assert_eq!(store.get_refresh_token(&kept_token.token_hash).await.unwrap(), Some(kept_token));
@@ -1261,7 +1263,7 @@ pub async fn docs_never_written_are_absent(store: &dyn Store) {
     assert_eq!(store.load_doc(&key).await.unwrap(), None);
     assert_eq!(store.get_doc(&key).await.unwrap(), None);
     assert_eq!(store.doc_log_stats(&key).await.unwrap(), (0, 0));
-    assert!(!store.delete_doc(&key).await.unwrap());
+    assert!(!store.delete_doc(&key, &[]).await.unwrap());
     assert_eq!(store.count_docs(a.id).await.unwrap(), 0);
     assert_eq!(store.list_docs(a.id, None, 10).await.unwrap().items, vec![]);
     // Of an app that does not exist either.
@@ -1449,12 +1451,12 @@ pub async fn docs_delete_and_count(store: &dyn Store) {
     store.compact_doc(&keys[0], b"snap", 2, t0).await.unwrap();
     assert_eq!(store.count_docs(a.id).await.unwrap(), 3);
 
-    assert!(store.delete_doc(&keys[0]).await.unwrap());
+    assert!(store.delete_doc(&keys[0], &[]).await.unwrap());
     assert_eq!(store.load_doc(&keys[0]).await.unwrap(), None);
     assert_eq!(store.get_doc(&keys[0]).await.unwrap(), None);
     assert_eq!(store.doc_log_stats(&keys[0]).await.unwrap(), (0, 0));
     assert_eq!(store.count_docs(a.id).await.unwrap(), 2);
-    assert!(!store.delete_doc(&keys[0]).await.unwrap());
+    assert!(!store.delete_doc(&keys[0], &[]).await.unwrap());
     assert_eq!(store.count_docs(a.id).await.unwrap(), 2);
     assert_not_found(store.compact_doc(&keys[0], b"snap", 3, t0).await);
     assert_eq!(store.load_doc(&keys[1]).await.unwrap().unwrap().updates.len(), 3);
@@ -1482,7 +1484,7 @@ pub async fn docs_are_named_per_app(store: &dyn Store) {
     // Compacting or deleting one app's doc leaves the other's alone.
     store.compact_doc(&ka, b"snap a", 1, t0).await.unwrap();
     assert_eq!(store.load_doc(&kb).await.unwrap().unwrap().snapshot, None);
-    assert!(store.delete_doc(&ka).await.unwrap());
+    assert!(store.delete_doc(&ka, &[]).await.unwrap());
     assert_eq!(store.count_docs(a.id).await.unwrap(), 1);
     assert_eq!(store.count_docs(b.id).await.unwrap(), 1);
     assert_eq!(store.load_doc(&kb).await.unwrap().unwrap().updates, vec![b"from b".to_vec()]);
@@ -1499,7 +1501,7 @@ pub async fn docs_deleted_with_their_app(store: &dyn Store) {
     store.append_doc_updates(&batch, t0).await.unwrap();
     store.compact_doc(&keys[0], b"snap", 1, t0).await.unwrap();
 
-    store.delete_app(doomed.tenant_id, doomed.id).await.unwrap();
+    store.delete_app(doomed.tenant_id, doomed.id, &[]).await.unwrap();
     assert_eq!(store.count_docs(doomed.id).await.unwrap(), 0);
     assert_eq!(store.list_docs(doomed.id, None, 10).await.unwrap().items, vec![]);
     for key in &keys {
@@ -2006,23 +2008,23 @@ pub async fn members_add_list_change_remove(store: &dyn Store) {
     assert_eq!(store.get_member(t.id, stranger.id).await.unwrap(), None);
     assert_eq!(store.get_member(TenantId::new(), owner.id).await.unwrap(), None);
 
-    store.set_member_role(t.id, viewer.id, "editor").await.unwrap();
+    store.set_member_role(t.id, viewer.id, "editor", &[]).await.unwrap();
     assert_eq!(store.get_membership(t.id, viewer.id).await.unwrap().as_deref(), Some("editor"));
-    assert_not_found(store.set_member_role(t.id, stranger.id, "editor").await);
-    assert_conflict(store.set_member_role(t.id, viewer.id, "ghost").await, "unknown_role");
-    store.remove_membership(t.id, viewer.id).await.unwrap();
+    assert_not_found(store.set_member_role(t.id, stranger.id, "editor", &[]).await);
+    assert_conflict(store.set_member_role(t.id, viewer.id, "ghost", &[]).await, "unknown_role");
+    store.remove_membership(t.id, viewer.id, &[]).await.unwrap();
     assert_eq!(store.get_membership(t.id, viewer.id).await.unwrap(), None);
-    assert_not_found(store.remove_membership(t.id, viewer.id).await);
+    assert_not_found(store.remove_membership(t.id, viewer.id, &[]).await);
 
     // The last super_admin can be neither demoted nor removed…
-    assert_conflict(store.set_member_role(t.id, owner.id, "admin").await, "last_super_admin");
-    assert_conflict(store.remove_membership(t.id, owner.id).await, "last_super_admin");
+    assert_conflict(store.set_member_role(t.id, owner.id, "admin", &[]).await, "last_super_admin");
+    assert_conflict(store.remove_membership(t.id, owner.id, &[]).await, "last_super_admin");
     assert_eq!(store.get_membership(t.id, owner.id).await.unwrap().as_deref(), Some("super_admin"));
     // …but once there is another, either may go.
-    store.set_member_role(t.id, admin.id, "super_admin").await.unwrap();
-    store.set_member_role(t.id, owner.id, "super_admin").await.unwrap();
-    store.remove_membership(t.id, owner.id).await.unwrap();
-    assert_conflict(store.set_member_role(t.id, admin.id, "viewer").await, "last_super_admin");
+    store.set_member_role(t.id, admin.id, "super_admin", &[]).await.unwrap();
+    store.set_member_role(t.id, owner.id, "super_admin", &[]).await.unwrap();
+    store.remove_membership(t.id, owner.id, &[]).await.unwrap();
+    assert_conflict(store.set_member_role(t.id, admin.id, "viewer", &[]).await, "last_super_admin");
 }
 
 pub async fn members_last_super_admin_under_concurrency(store: &dyn Store) {
@@ -2031,9 +2033,9 @@ pub async fn members_last_super_admin_under_concurrency(store: &dyn Store) {
         let second = member(store, t.id, "super_admin").await;
         let ids = [owner.id, second.id];
         let results = if round % 2 == 0 {
-            join_all(ids.iter().map(|&u| store.set_member_role(t.id, u, "admin")).collect()).await
+            join_all(ids.iter().map(|&u| store.set_member_role(t.id, u, "admin", &[])).collect()).await
         } else {
-            join_all(ids.iter().map(|&u| store.remove_membership(t.id, u)).collect()).await
+            join_all(ids.iter().map(|&u| store.remove_membership(t.id, u, &[])).collect()).await
         };
         let wins = results.into_iter().filter(|r| ok_or_conflict_any(r, "last_super_admin")).count();
         assert_eq!(wins, 1, "round {round}");
@@ -2088,7 +2090,7 @@ pub async fn custom_roles_crud_and_in_use(store: &dyn Store) {
     let m = member(store, t.id, "auditor").await;
     assert_conflict(store.delete_role(t.id, "auditor", t1).await, "role_in_use");
     assert!(store.get_role(t.id, "auditor").await.unwrap().is_some());
-    store.remove_membership(t.id, m.id).await.unwrap();
+    store.remove_membership(t.id, m.id, &[]).await.unwrap();
     // In use by a live invite: kept; by an expired one only: deletable.
     let inv = invite(t.id, owner.id, "auditor", t1 + Duration::days(7));
     store.create_invite(&inv).await.unwrap();
@@ -2181,7 +2183,7 @@ pub async fn invites_create_list_accept(store: &dyn Store) {
     // A newcomer: the user and the membership appear together.
     let newcomer = UserRecord { email: a.email.clone(), ..user() };
     let accepted =
-        store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&newcomer), Some("Ada L."), t0).await.unwrap();
+        store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&newcomer), Some("Ada L."), t0, &[]).await.unwrap();
     assert_eq!(accepted, InviteRecord { accepted_at: Some(t0), accepted_by: Some(newcomer.id), ..a.clone() });
     assert_eq!(store.get_invite_by_token(&a.token_hash).await.unwrap(), Some(accepted));
     // The name given is stored with the account, and shows among the members.
@@ -2192,7 +2194,7 @@ pub async fn invites_create_list_accept(store: &dyn Store) {
     // Single use; expired and unknown tokens are refused alike.
     let again = user();
     assert_conflict(
-        store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&again), None, t0).await,
+        store.accept_invite(&a.token_hash, InviteAcceptor::NewUser(&again), None, t0, &[]).await,
         "invalid_token",
     );
     assert_eq!(store.get_user(again.id).await.unwrap(), None);
@@ -2200,12 +2202,12 @@ pub async fn invites_create_list_accept(store: &dyn Store) {
     store.create_user(&existing).await.unwrap();
     for token in [expired.token_hash.as_str(), "unknown"] {
         assert_conflict(
-            store.accept_invite(token, InviteAcceptor::Existing(existing.id), None, t0).await,
+            store.accept_invite(token, InviteAcceptor::Existing(existing.id), None, t0, &[]).await,
             "invalid_token",
         );
     }
     assert_conflict(
-        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), None, week).await,
+        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), None, week, &[]).await,
         "invalid_token",
     );
     // Accepted invites leave the pending list.
@@ -2214,17 +2216,22 @@ pub async fn invites_create_list_accept(store: &dyn Store) {
 
     // Refusals roll back: the invite stays usable, nothing else is stored.
     let taken = UserRecord { email: owner.email.clone(), ..user() };
-    assert_conflict(store.accept_invite(&b.token_hash, InviteAcceptor::NewUser(&taken), None, t0).await, "email_taken");
     assert_conflict(
-        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(owner.id), None, t0).await,
+        store.accept_invite(&b.token_hash, InviteAcceptor::NewUser(&taken), None, t0, &[]).await,
+        "email_taken",
+    );
+    assert_conflict(
+        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(owner.id), None, t0, &[]).await,
         "already_member",
     );
     assert_eq!(store.get_invite_by_token(&b.token_hash).await.unwrap(), Some(b.clone()));
     assert_eq!(store.get_user(taken.id).await.unwrap(), None);
     assert_eq!(store.get_membership(t.id, owner.id).await.unwrap().as_deref(), Some("super_admin"));
     // An existing account joins.
-    let joined =
-        store.accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), Some("Grace"), t0).await.unwrap();
+    let joined = store
+        .accept_invite(&b.token_hash, InviteAcceptor::Existing(existing.id), Some("Grace"), t0, &[])
+        .await
+        .unwrap();
     assert_eq!(joined.accepted_by, Some(existing.id));
     // An existing account without a name takes the one given...
     assert_eq!(store.get_user(existing.id).await.unwrap().unwrap().name.as_deref(), Some("Grace"));
@@ -2246,7 +2253,7 @@ pub async fn invite_accept_under_concurrency(store: &dyn Store) {
     store.create_invite(&inv).await.unwrap();
     let users: Vec<_> = (0..8).map(|_| user()).collect();
     let results = join_all(
-        users.iter().map(|u| store.accept_invite(&inv.token_hash, InviteAcceptor::NewUser(u), None, t0)).collect(),
+        users.iter().map(|u| store.accept_invite(&inv.token_hash, InviteAcceptor::NewUser(u), None, t0, &[])).collect(),
     )
     .await;
     let mut winners = Vec::new();
@@ -2515,7 +2522,7 @@ pub fn webhook(app: &AppRecord, events: &[&str]) -> WebhookRecord {
 pub async fn webhooks_crud_and_scoping(store: &dyn Store) {
     let a = doc_app(store).await;
     let sibling = app(a.tenant_id, PlanId::Pro);
-    store.create_app(&sibling, None).await.unwrap();
+    store.create_app(&sibling, None, &[]).await.unwrap();
     let stranger = doc_app(store).await;
 
     let w1 = webhook(&a, &["document.updated", "app.deleted"]);
@@ -2569,7 +2576,7 @@ pub async fn webhooks_crud_and_scoping(store: &dyn Store) {
     assert!(store.delete_webhook(a.tenant_id, a.id, &w2.id).await.unwrap());
     assert!(!store.delete_webhook(a.tenant_id, a.id, &w2.id).await.unwrap());
     // Deleting the app deletes its webhooks.
-    store.delete_app(a.tenant_id, a.id).await.unwrap();
+    store.delete_app(a.tenant_id, a.id, &[]).await.unwrap();
     assert_eq!(store.webhooks_for_tenant(a.tenant_id).await.unwrap(), vec![w3.clone()]);
     assert!(store.delete_webhook(a.tenant_id, sibling.id, &w3.id).await.unwrap());
 }
@@ -2800,7 +2807,7 @@ pub async fn purge_keeps_tables_bounded_over_two_months(store: &dyn Store) {
     let t0 = now();
     let (owner, t, _) = owner_with_tenant(store).await;
     let a = app(t.id, PlanId::Pro);
-    store.create_app(&a, None).await.unwrap();
+    store.create_app(&a, None, &[]).await.unwrap();
     let hook = webhook(&a, &["*"]);
     store.create_webhook(&hook).await.unwrap();
     let u = user();
@@ -2864,4 +2871,154 @@ pub async fn purge_keeps_tables_bounded_over_two_months(store: &dyn Store) {
     assert!(purged.sessions >= 60 && purged.password_resets >= 60, "{purged:?}");
     assert!(purged.invites >= 22 && purged.refresh_tokens >= 29, "{purged:?}");
     assert!(purged.webhook_jobs >= 29 && purged.webhook_deliveries >= 29, "{purged:?}");
+}
+
+/// An outbox row as a route builds one.
+pub fn outbox_event(tenant: TenantId, app: Option<AppId>, kind: &str) -> OutboxEvent {
+    let id = uuid::Uuid::now_v7().to_string();
+    OutboxEvent {
+        payload: format!(r#"{{"id":"{id}","type":"{kind}","data":{{}}}}"#),
+        id,
+        tenant_id: tenant,
+        app_id: app,
+        event_type: kind.to_owned(),
+        created_at: now(),
+    }
+}
+
+/// Which of `events` the outbox holds (other tests may have rows of their own).
+async fn in_outbox(store: &dyn Store, events: &[&OutboxEvent]) -> Vec<OutboxEvent> {
+    let all = store.pending_events(1000).await.unwrap();
+    all.into_iter().filter(|e| events.iter().any(|o| o.id == e.id)).collect()
+}
+
+/// Every method that takes `events` stores them in the transaction of its
+/// change: with it when it commits, not at all when it is refused.
+pub async fn events_commit_with_their_change_or_not_at_all(store: &dyn Store) {
+    let (owner, t, k1) = owner_with_tenant(store).await;
+    let t0 = now();
+    let ev = |kind: &str, app: Option<AppId>| outbox_event(t.id, app, kind);
+
+    // Changes that commit carry their events.
+    let free = app(t.id, PlanId::Free);
+    let created = ev("app.created", Some(free.id));
+    store.create_app(&free, None, std::slice::from_ref(&created)).await.unwrap();
+    let edited = AppRecord { name: "renamed".to_owned(), ..free.clone() };
+    let updated = ev("app.updated", Some(free.id));
+    store.update_app(&edited, std::slice::from_ref(&updated)).await.unwrap();
+    let rotated_secret = ev("app.secret_rotated", Some(free.id));
+    store.set_app_secret(free.id, &"b".repeat(64), t0, std::slice::from_ref(&rotated_secret)).await.unwrap();
+    let k2 = key(t.id, t0);
+    let rotated = ev("key.rotated", None);
+    store.rotate_signing_key(t.id, &k2, t0 + Duration::minutes(30), std::slice::from_ref(&rotated)).await.unwrap();
+    let revoked = ev("key.revoked", None);
+    store.revoke_signing_key(t.id, &k1.kid, t0, None, std::slice::from_ref(&revoked)).await.unwrap();
+    let viewer = member(store, t.id, "viewer").await;
+    let promoted = ev("member.role_changed", None);
+    store.set_member_role(t.id, viewer.id, "editor", std::slice::from_ref(&promoted)).await.unwrap();
+    let removed = ev("member.removed", None);
+    store.remove_membership(t.id, viewer.id, std::slice::from_ref(&removed)).await.unwrap();
+    let inv = invite(t.id, owner.id, "viewer", t0 + Duration::days(1));
+    store.create_invite(&inv).await.unwrap();
+    let joiner = user();
+    let joined = ev("member.joined", None);
+    store
+        .accept_invite(&inv.token_hash, InviteAcceptor::NewUser(&joiner), None, t0, std::slice::from_ref(&joined))
+        .await
+        .unwrap();
+    let dk = doc_key(free.id, "doc");
+    append_one(store, &dk, &update("x", 1), t0).await;
+    let doc_deleted = ev("document.deleted", Some(free.id));
+    assert!(store.delete_doc(&dk, std::slice::from_ref(&doc_deleted)).await.unwrap());
+    let deleted = ev("app.deleted", Some(free.id));
+    store.delete_app(t.id, free.id, std::slice::from_ref(&deleted)).await.unwrap();
+    let committed =
+        [&created, &updated, &rotated_secret, &rotated, &revoked, &promoted, &removed, &joined, &doc_deleted, &deleted];
+    let stored = in_outbox(store, &committed).await;
+    assert_eq!(stored, committed.iter().map(|e| (*e).clone()).collect::<Vec<_>>(), "in creation order, as written");
+
+    // Refused changes store nothing, also when the refusal comes late in
+    // the transaction (after the change's first statement ran).
+    let other_free = app(t.id, PlanId::Free);
+    let mut refused = Vec::new();
+    let e = ev("app.created", Some(other_free.id));
+    store.create_app(&other_free, None, &[]).await.unwrap();
+    assert_conflict(
+        store.create_app(&app(t.id, PlanId::Free), None, std::slice::from_ref(&e)).await,
+        "free_plan_limit",
+    );
+    refused.push(e);
+    let e = ev("app.updated", None);
+    assert_not_found(store.update_app(&app(t.id, PlanId::Pro), std::slice::from_ref(&e)).await);
+    refused.push(e);
+    let e = ev("app.deleted", None);
+    assert_not_found(store.delete_app(t.id, AppId::new(), std::slice::from_ref(&e)).await);
+    refused.push(e);
+    let e = ev("app.secret_rotated", None);
+    assert_not_found(store.set_app_secret(AppId::new(), &"c".repeat(64), t0, std::slice::from_ref(&e)).await);
+    refused.push(e);
+    let e = ev("member.role_changed", None);
+    assert_conflict(
+        store.set_member_role(t.id, owner.id, "viewer", std::slice::from_ref(&e)).await,
+        "last_super_admin",
+    );
+    refused.push(e);
+    let e = ev("member.removed", None);
+    assert_conflict(store.remove_membership(t.id, owner.id, std::slice::from_ref(&e)).await, "last_super_admin");
+    refused.push(e);
+    let e = ev("member.joined", None);
+    let late = user();
+    let used = store.accept_invite(&inv.token_hash, InviteAcceptor::NewUser(&late), None, t0, std::slice::from_ref(&e));
+    assert_conflict(used.await, "invalid_token");
+    refused.push(e);
+    let e = ev("key.rotated", None);
+    let taken = key(t.id, t0);
+    let taken = SigningKeyRecord { kid: k2.kid.clone(), ..taken };
+    assert_conflict(store.rotate_signing_key(t.id, &taken, t0, std::slice::from_ref(&e)).await, "kid_taken");
+    refused.push(e);
+    // Revoking a revoked key changes nothing, so reports nothing.
+    let e = ev("key.revoked", None);
+    store.revoke_signing_key(t.id, &k1.kid, t0, None, std::slice::from_ref(&e)).await.unwrap();
+    refused.push(e);
+    let e = ev("document.deleted", None);
+    assert!(!store.delete_doc(&doc_key(other_free.id, "never"), std::slice::from_ref(&e)).await.unwrap());
+    refused.push(e);
+    assert_eq!(in_outbox(store, &refused.iter().collect::<Vec<_>>()).await, vec![]);
+    // The refused rotation left the key set as it was.
+    assert_eq!(active_keys(store, t.id).await.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(), vec![k2.kid.clone()]);
+
+    for e in committed {
+        store.fan_out_event(&e.id, &[]).await.unwrap();
+    }
+    assert_eq!(in_outbox(store, &committed).await, vec![]);
+}
+
+/// Fanning an event out enqueues its jobs and removes it in one step; a
+/// second fan-out of the same event (another process, or a retry after a
+/// crash) adds nothing.
+pub async fn events_fan_out_once(store: &dyn Store) {
+    let a = doc_app(store).await;
+    let hook = webhook(&a, &["*"]);
+    store.create_webhook(&hook).await.unwrap();
+    let solo = outbox_event(a.tenant_id, Some(a.id), "app.updated");
+    store.insert_events(std::slice::from_ref(&solo)).await.unwrap();
+    store.insert_events(&[]).await.unwrap();
+    assert_eq!(in_outbox(store, &[&solo]).await, vec![solo.clone()]);
+    let first = job(&hook, &solo.id, solo.created_at);
+    assert_eq!(store.fan_out_event(&solo.id, std::slice::from_ref(&first)).await.unwrap(), 1);
+    assert_eq!(in_outbox(store, &[&solo]).await, vec![]);
+    let again = job(&hook, &solo.id, solo.created_at);
+    assert_eq!(store.fan_out_event(&solo.id, std::slice::from_ref(&again)).await.unwrap(), 0);
+    assert_eq!(store.get_webhook_job(&first.id).await.unwrap().map(|j| j.event_id), Some(solo.id.clone()));
+    assert_eq!(store.get_webhook_job(&again.id).await.unwrap(), None);
+    // The outbox answers oldest first, whatever order rows were written in.
+    let (e1, e2) = (outbox_event(a.tenant_id, None, "key.rotated"), outbox_event(a.tenant_id, None, "key.revoked"));
+    store.insert_events(&[e2.clone(), e1.clone()]).await.unwrap();
+    let mut want = vec![e1.clone(), e2.clone()];
+    want.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(in_outbox(store, &[&e1, &e2]).await, want);
+    for e in [&e1, &e2] {
+        store.fan_out_event(&e.id, &[]).await.unwrap();
+    }
+    assert!(store.delete_webhook(a.tenant_id, a.id, &hook.id).await.unwrap());
 }

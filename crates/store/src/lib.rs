@@ -122,6 +122,13 @@ pub trait DocAppender: Send + Sync {
     async fn submit(&self, batch: Vec<(DocKey, Vec<u8>)>, now: OffsetDateTime, then: Durable) -> Result<()>;
 }
 
+/// The store of everything but the bytes of live documents.
+///
+/// # Events ride with their change
+/// A method that takes `events: &[OutboxEvent]` writes them into the event
+/// outbox in the same transaction as its change: both commit or neither
+/// does (a refusal such as `Conflict` or `NotFound` stores no event). Pass
+/// `&[]` when nothing is to be reported.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The store's ordered document-log appender, if it has one (see
@@ -194,6 +201,7 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         new_key: &SigningKeyRecord,
         retires_at: OffsetDateTime,
+        events: &[OutboxEvent],
     ) -> Result<()>;
     /// Atomically, in one write transaction: reads the key's state (locking
     /// its row on PostgreSQL; SQLite's write transaction is exclusive),
@@ -212,6 +220,7 @@ pub trait Store: Send + Sync + 'static {
         kid: &str,
         now: OffsetDateTime,
         replacement: Option<&SigningKeyRecord>,
+        events: &[OutboxEvent],
     ) -> Result<()>;
     /// Every key of every tenant (for master-key re-wrapping).
     async fn list_all_signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
@@ -225,17 +234,28 @@ pub trait Store: Send + Sync + 'static {
     /// `Conflict("free_plan_limit")` if the tenant already has a free app
     /// (enforced by a unique index, so it holds under concurrency);
     /// `Conflict("client_id_taken")`; any refusal stores neither.
-    async fn create_app(&self, app: &AppRecord, initial_invoice: Option<&InvoiceRecord>) -> Result<()>;
+    async fn create_app(
+        &self,
+        app: &AppRecord,
+        initial_invoice: Option<&InvoiceRecord>,
+        events: &[OutboxEvent],
+    ) -> Result<()>;
     /// The app, only if it belongs to `tenant`.
     async fn get_app(&self, tenant: TenantId, app: AppId) -> Result<Option<AppRecord>>;
     async fn get_app_by_id(&self, app: AppId) -> Result<Option<AppRecord>>;
     async fn get_app_by_client_id(&self, client_id: &str) -> Result<Option<AppRecord>>;
     async fn list_apps(&self, tenant: TenantId, after: Option<&str>, limit: u32) -> Result<Page<AppRecord>>;
     /// Stores name, allowed_domains, environment and updated_at of `app` (matched by tenant and id).
-    async fn update_app(&self, app: &AppRecord) -> Result<()>;
+    async fn update_app(&self, app: &AppRecord, events: &[OutboxEvent]) -> Result<()>;
     /// Deletes the app and its refresh tokens, invoices and documents. `NotFound` if absent.
-    async fn delete_app(&self, tenant: TenantId, app: AppId) -> Result<()>;
-    async fn set_app_secret(&self, app: AppId, client_secret_hash: &str, now: OffsetDateTime) -> Result<()>;
+    async fn delete_app(&self, tenant: TenantId, app: AppId, events: &[OutboxEvent]) -> Result<()>;
+    async fn set_app_secret(
+        &self,
+        app: AppId,
+        client_secret_hash: &str,
+        now: OffsetDateTime,
+        events: &[OutboxEvent],
+    ) -> Result<()>;
     /// Compare-and-set: atomically changes the plan from `from` to `to` and
     /// stores the invoice (for `app`), only if the app's plan is still `from`
     /// — so of two concurrent changes priced from the same plan, one wins.
@@ -302,7 +322,7 @@ pub trait Store: Send + Sync + 'static {
     /// bound name; same `Page`/`next_after` rules as `list_apps`.
     async fn list_docs(&self, app: AppId, after: Option<&str>, limit: u32) -> Result<Page<DocRecord>>;
     /// Deletes the doc and its log; answers whether it existed.
-    async fn delete_doc(&self, key: &DocKey) -> Result<bool>;
+    async fn delete_doc(&self, key: &DocKey, events: &[OutboxEvent]) -> Result<bool>;
     async fn count_docs(&self, app: AppId) -> Result<i64>;
     /// Number of log entries after the snapshot and their total bytes (to
     /// decide when to compact); `(0, 0)` for a doc that does not exist.
@@ -375,10 +395,10 @@ pub trait Store: Send + Sync + 'static {
     /// concurrent demotions of the last two super_admins, one fails.
     /// `NotFound` if not a member; `Conflict("unknown_role")` as in
     /// `add_membership`.
-    async fn set_member_role(&self, tenant: TenantId, user: UserId, role: &str) -> Result<()>;
+    async fn set_member_role(&self, tenant: TenantId, user: UserId, role: &str, events: &[OutboxEvent]) -> Result<()>;
     /// Removes the membership, under the same rules as `set_member_role`
     /// (`NotFound`, `Conflict("last_super_admin")`, atomic per tenant).
-    async fn remove_membership(&self, tenant: TenantId, user: UserId) -> Result<()>;
+    async fn remove_membership(&self, tenant: TenantId, user: UserId, events: &[OutboxEvent]) -> Result<()>;
 
     // ---- custom roles -------------------------------------------------
     /// `Conflict("role_exists")` if the tenant has a role of that name or the
@@ -433,6 +453,7 @@ pub trait Store: Send + Sync + 'static {
         // it; an existing one only if it has none yet.
         name: Option<&str>,
         now: OffsetDateTime,
+        events: &[OutboxEvent],
     ) -> Result<InviteRecord>;
 
     // ---- password resets ----------------------------------------------
@@ -534,6 +555,16 @@ pub trait Store: Send + Sync + 'static {
     /// job already enqueued is skipped, as is a job for a webhook deleted
     /// meanwhile.
     async fn enqueue_webhook_jobs(&self, jobs: &[WebhookJobRecord]) -> Result<u64>;
+    /// Stores events with no change of their own (a debounced
+    /// `document.updated`) in the event outbox, in one transaction.
+    async fn insert_events(&self, events: &[OutboxEvent]) -> Result<()>;
+    /// Up to `limit` events of the outbox, oldest first.
+    async fn pending_events(&self, limit: u32) -> Result<Vec<OutboxEvent>>;
+    /// In ONE transaction: enqueues `jobs` (as `enqueue_webhook_jobs` does,
+    /// idempotent on (event_id, webhook_id)) and removes the event from the
+    /// outbox; answers how many jobs were new. An event another process has
+    /// fanned out already adds nothing.
+    async fn fan_out_event(&self, event_id: &str, jobs: &[WebhookJobRecord]) -> Result<u64>;
     /// Atomically leases up to `limit` due jobs — `pending`, with
     /// `next_attempt_at <= now` and no live lease (`locked_until` NULL or
     /// `<= now`) — by setting `locked_until = lease_until`; answers them

@@ -541,6 +541,23 @@ impl JobStatus {
     }
 }
 
+/// An event written in the same transaction as the change it reports (the
+/// transactional outbox): a crash right after the commit loses neither.
+/// The dispatcher later turns it into one [`WebhookJobRecord`] per webhook
+/// that takes it (`Store::fan_out_event`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// The event id (a UUIDv7): the `id` of the body and every job's `event_id`.
+    pub id: String,
+    pub tenant_id: TenantId,
+    /// The app the event is about; `None` for tenant-wide events.
+    pub app_id: Option<AppId>,
+    pub event_type: String,
+    /// The exact JSON body every delivery sends.
+    pub payload: String,
+    pub created_at: OffsetDateTime,
+}
+
 /// One event to deliver to one webhook (the durable outbox).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookJobRecord {

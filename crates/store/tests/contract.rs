@@ -272,7 +272,7 @@ macro_rules! engine_tests {
             let k = key(t.id, now());
             s.create_tenant(&t, owner.id, "super_admin", &k).await.unwrap();
             let a = app(t.id, domain::plan::PlanId::Pro);
-            s.create_app(&a, None).await.unwrap();
+            s.create_app(&a, None, &[]).await.unwrap();
 
             let plant = [
                 ("UPDATE signing_keys SET state = 'bogus' WHERE kid = $1", k.kid.clone()),

@@ -152,7 +152,10 @@ pub async fn create_app(
         lines: vec![line],
         created_at: now,
     });
-    state.store.create_app(&app, initial_invoice.as_ref()).await?;
+    let data = json!({"name": app.name, "plan": plan.as_str(), "region": app.region, "environment": app.environment});
+    let event = state.events.event(tenant.id, Some(app.id), WebhookEvent::AppCreated, data)?;
+    state.store.create_app(&app, initial_invoice.as_ref(), &[event]).await?;
+    state.events.committed();
     state
         .audit(
             Some(tenant.id),
@@ -162,8 +165,6 @@ pub async fn create_app(
             json!({"name": app.name, "plan": plan.as_str(), "region": app.region}),
         )
         .await;
-    let data = json!({"name": app.name, "plan": plan.as_str(), "region": app.region, "environment": app.environment});
-    state.events.emit(tenant.id, Some(app.id), WebhookEvent::AppCreated, data).await;
     let view = AppView::new(app, now, Some(secret.expose_secret().to_owned()));
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -228,7 +229,10 @@ pub async fn update_app(
     }
     let now = state.now();
     app.updated_at = now;
-    state.store.update_app(&app).await?;
+    let data = json!({"name": app.name, "allowed_domains": app.allowed_domains, "environment": app.environment, "changed": changed});
+    let event = state.events.event(tenant.id, Some(app.id), WebhookEvent::AppUpdated, data)?;
+    state.store.update_app(&app, &[event]).await?;
+    state.events.committed();
     state.apps.invalidate(app.id);
     state
         .audit(
@@ -239,8 +243,6 @@ pub async fn update_app(
             json!({"changed": changed}),
         )
         .await;
-    let data = json!({"name": app.name, "allowed_domains": app.allowed_domains, "environment": app.environment, "changed": changed});
-    state.events.emit(tenant.id, Some(app.id), WebhookEvent::AppUpdated, data).await;
     Ok(Json(AppView::new(app, now, None)))
 }
 
@@ -258,13 +260,14 @@ pub async fn delete_app(
     let actor = Actor::user(&session, &ip);
     let st = state.clone();
     run_detached(async move {
-        st.store.delete_app(tenant.id, app.id).await?;
+        let event = st.events.event(tenant.id, Some(app.id), WebhookEvent::AppDeleted, json!({"name": app.name}))?;
+        st.store.delete_app(tenant.id, app.id, &[event]).await?;
+        st.events.committed();
         st.apps.invalidate(app.id);
         st.registry.close_where(CloseReason { code: close::TOKEN, reason: "app deleted" }, |c| c.app == app.id);
         st.limits.forget(app.id);
         let target = Some(("app", app.id.to_string()));
         st.audit(Some(tenant.id), &actor, AuditAction::AppDeleted, target, json!({"name": app.name})).await;
-        st.events.emit(tenant.id, Some(app.id), WebhookEvent::AppDeleted, json!({"name": app.name})).await;
         Ok(())
     })
     .await?;
@@ -300,16 +303,17 @@ pub async fn rotate_secret(
     let app_id = app.id;
     let client_id = app.client_id.clone();
     run_detached(async move {
-        st.store.set_app_secret(app_id, &hash, now).await?;
+        let rotated_at = now.format(&time::format_description::well_known::Rfc3339).ok();
+        let data = json!({"client_id": client_id, "rotated_at": rotated_at});
+        let event = st.events.event(tenant.id, Some(app_id), WebhookEvent::AppSecretRotated, data)?;
+        st.store.set_app_secret(app_id, &hash, now, &[event]).await?;
+        st.events.committed();
         st.apps.invalidate(app_id);
         // Tokens minted before the rotation are dead, and so are the sockets they opened.
         let reason = CloseReason { code: close::TOKEN, reason: "client secret rotated" };
         st.registry.close_where(reason, |c| c.app == app_id && c.iat < now.unix_timestamp());
         st.audit(Some(tenant.id), &actor, AuditAction::AppSecretRotated, Some(("app", app_id.to_string())), json!({}))
             .await;
-        let rotated_at = now.format(&time::format_description::well_known::Rfc3339).ok();
-        let data = json!({"client_id": client_id, "rotated_at": rotated_at});
-        st.events.emit(tenant.id, Some(app_id), WebhookEvent::AppSecretRotated, data).await;
         Ok(())
     })
     .await?;

@@ -170,14 +170,15 @@ pub async fn delete_doc(
 ) -> Result<StatusCode, ApiError> {
     require_m2m(&token)?;
     let key = doc_key(&token, &doc)?;
-    if !state.store.delete_doc(&key).await? {
+    let data = json!({"doc": key.name});
+    let event = state.events.event(token.app.tenant_id, Some(token.app.id), WebhookEvent::DocumentDeleted, data)?;
+    if !state.store.delete_doc(&key, &[event]).await? {
         return Err(ApiError::not_found());
     }
+    state.events.committed();
     state.registry.close_where(CloseReason { code: close::DELETED, reason: "document deleted" }, |c| c.doc == key);
     state.docs.evict(&key);
     // No `document.updated` may trail the deletion.
     state.events.forget_doc(&key);
-    let data = json!({"doc": key.name});
-    state.events.emit(token.app.tenant_id, Some(token.app.id), WebhookEvent::DocumentDeleted, data).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -272,15 +272,18 @@ pub async fn accept_invite(
         };
         let user_id = acceptor.user_id();
         let name = req.name.as_deref().map(str::trim);
-        let invite = st.store.accept_invite(&token_hash, acceptor, name, now).await?;
+        // The invite read above names the tenant and role for the event
+        // (an invite never changes; the accept below is what must succeed).
+        let data = json!({"user_id": user_id.to_string(), "role": invite.role});
+        let event = st.events.event(invite.tenant_id, None, domain::webhook::WebhookEvent::MemberJoined, data)?;
+        let invite = st.store.accept_invite(&token_hash, acceptor, name, now, &[event]).await?;
+        st.events.committed();
         let (token, session) = st.create_session(user_id, None).await?;
         let actor = Actor::user_id(user_id, &ip);
         let target = Some(("user", user_id.to_string()));
         let details =
             json!({"role": invite.role, "invite": invite.id, "new_account": matches!(joiner, Joiner::New(_))});
         st.audit(Some(invite.tenant_id), &actor, AuditAction::MemberJoined, target.clone(), details).await;
-        let data = json!({"user_id": user_id.to_string(), "role": invite.role});
-        st.events.emit(invite.tenant_id, None, domain::webhook::WebhookEvent::MemberJoined, data).await;
         st.audit(None, &actor, AuditAction::Login, target, json!({"via": "invite"})).await;
         Ok(AcceptResponse {
             user_id,

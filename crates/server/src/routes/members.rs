@@ -110,12 +110,13 @@ pub async fn set_member_role(
     let st = state.clone();
     let user = member.user_id;
     let member = run_detached(async move {
-        st.store.set_member_role(tenant.id, user, wanted.name()).await?;
+        let data = json!({"user_id": user.to_string(), "role": wanted.name(), "from": current.name()});
+        let event = st.events.event(tenant.id, None, domain::webhook::WebhookEvent::MemberRoleChanged, data)?;
+        st.store.set_member_role(tenant.id, user, wanted.name(), &[event]).await?;
+        st.events.committed();
         let details = json!({"from": current.name(), "to": wanted.name()});
         st.audit(Some(tenant.id), &actor, AuditAction::MemberRoleChanged, Some(("user", user.to_string())), details)
             .await;
-        let data = json!({"user_id": user.to_string(), "role": wanted.name(), "from": current.name()});
-        st.events.emit(tenant.id, None, domain::webhook::WebhookEvent::MemberRoleChanged, data).await;
         st.store.get_member(tenant.id, user).await?.ok_or_else(ApiError::not_found)
     })
     .await?;
@@ -139,12 +140,13 @@ pub async fn remove_member(
     let actor = Actor::user(&session, &ip);
     let st = state.clone();
     run_detached(async move {
-        st.store.remove_membership(tenant.id, member.user_id).await?;
+        let data = json!({"user_id": member.user_id.to_string(), "role": grant.name()});
+        let event = st.events.event(tenant.id, None, domain::webhook::WebhookEvent::MemberRemoved, data)?;
+        st.store.remove_membership(tenant.id, member.user_id, &[event]).await?;
+        st.events.committed();
         let target = Some(("user", member.user_id.to_string()));
         let details = json!({"role": grant.name(), "email": member.email});
         st.audit(Some(tenant.id), &actor, AuditAction::MemberRemoved, target, details).await;
-        let data = json!({"user_id": member.user_id.to_string(), "role": grant.name()});
-        st.events.emit(tenant.id, None, domain::webhook::WebhookEvent::MemberRemoved, data).await;
         Ok(())
     })
     .await?;

@@ -157,12 +157,13 @@ pub async fn rotate_key(
     let st = state.clone();
     let key = run_detached(async move {
         let (key, _) = st.keys.new_key(tenant.id, now).await?;
-        st.store.rotate_signing_key(tenant.id, &key, now + time::Duration::seconds(grace)).await?;
+        let data = json!({"kid": key.kid, "grace_seconds": grace});
+        let event = st.events.event(tenant.id, None, WebhookEvent::KeyRotated, data)?;
+        st.store.rotate_signing_key(tenant.id, &key, now + time::Duration::seconds(grace), &[event]).await?;
+        st.events.committed();
         st.keys.reload_tenant(tenant.id).await?;
         let target = Some(("key", key.kid.clone()));
         st.audit(Some(tenant.id), &actor, AuditAction::KeyRotated, target, json!({"grace_seconds": grace})).await;
-        let data = json!({"kid": key.kid, "grace_seconds": grace});
-        st.events.emit(tenant.id, None, WebhookEvent::KeyRotated, data).await;
         Ok(key)
     })
     .await?;
@@ -188,15 +189,16 @@ pub async fn revoke_key(
         let target = keys.iter().find(|k| k.kid == kid).ok_or_else(ApiError::not_found)?;
         let replacement =
             if target.state == KeyState::Active { Some(st.keys.new_key(tenant.id, now).await?.0) } else { None };
-        st.store.revoke_signing_key(tenant.id, &kid, now, replacement.as_ref()).await?;
+        let data = json!({"kid": kid, "replacement": replacement.as_ref().map(|r| r.kid.clone())});
+        let event = st.events.event(tenant.id, None, WebhookEvent::KeyRevoked, data)?;
+        st.store.revoke_signing_key(tenant.id, &kid, now, replacement.as_ref(), &[event]).await?;
+        st.events.committed();
         let keys = st.keys.reload_tenant(tenant.id).await?;
         let revoked = keys.into_iter().find(|k| k.kid == kid).ok_or_else(ApiError::not_found)?;
         let reason = CloseReason { code: close::TOKEN, reason: "signing key revoked" };
         st.registry.close_where(reason, |c| c.kid == kid);
         let details = json!({"replacement": replacement.as_ref().map(|r| r.kid.clone())});
-        st.audit(Some(tenant.id), &actor, AuditAction::KeyRevoked, Some(("key", kid.clone())), details.clone()).await;
-        let data = json!({"kid": kid, "replacement": details["replacement"]});
-        st.events.emit(tenant.id, None, WebhookEvent::KeyRevoked, data).await;
+        st.audit(Some(tenant.id), &actor, AuditAction::KeyRevoked, Some(("key", kid.clone())), details).await;
         Ok(revoked)
     })
     .await?;

@@ -125,6 +125,10 @@ impl Dispatcher {
             if *stop.borrow() {
                 break;
             }
+            // Events committed with their changes become jobs first.
+            if let Err(e) = self.state.events.fan_out().await {
+                tracing::warn!(error = %e, "fanning out webhook events failed; will retry");
+            }
             let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
             let mut claimed_all = false;
             if room > 0 {

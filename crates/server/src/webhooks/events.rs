@@ -1,10 +1,16 @@
 //! The `Events` service: from "this happened" to jobs in the durable outbox.
 //!
-//! `emit` looks up the tenant's webhooks, keeps those the event reaches and
-//! that subscribed to it, builds the body once (event id: a UUIDv7) and
-//! enqueues one job per webhook in one store call; then it wakes the
-//! dispatcher. Nothing is sent from here, so a slow receiver never slows
-//! the request that caused the event.
+//! An event rides with its change (the transactional outbox): the route
+//! builds it with [`Events::event`] (body serialised once, event id a
+//! UUIDv7) and hands it to the store call that makes the change, which
+//! writes both in one transaction; then it calls [`Events::committed`].
+//! The dispatcher's loop runs [`Events::fan_out`] before each claim: for
+//! each outbox row it looks up the tenant's webhooks, keeps those the event
+//! reaches and that subscribed to it, and enqueues one job per webhook
+//! while removing the row, in one transaction. A crash between the change
+//! and the fan-out leaves the row, fanned out at the next start. Nothing is
+//! sent from here, so a slow receiver never slows the request that caused
+//! the event.
 //!
 //! `document.updated` is debounced: the persister calls
 //! [`Events::persisted`] for every durable write, which only bumps a counter
@@ -25,10 +31,11 @@ use domain::clock::Clock;
 use domain::ids::{AppId, TenantId};
 use domain::webhook::{EventFilter, WebhookEvent};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use store::AppRecord;
-use store::{DocKey, JobStatus, Store, StoreError, WebhookJobRecord, WebhookRecord};
+use store::{DocKey, JobStatus, OutboxEvent, Store, StoreError, WebhookJobRecord, WebhookRecord};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -37,6 +44,8 @@ use tokio::time::Instant;
 /// bounds how late a webhook created through another node starts getting
 /// document events.
 pub const SUBSCRIBERS_TTL: Duration = Duration::from_secs(10);
+/// Outbox rows read per store call by [`Events::fan_out`].
+const FAN_OUT_BATCH: u32 = 100;
 /// Apps remembered in that cache before stale entries are swept.
 const SUBSCRIBERS_SWEEP_AT: usize = 10_000;
 
@@ -85,40 +94,75 @@ impl Events {
         self.wake.notify_one();
     }
 
-    /// Enqueues `event` for every webhook of the tenant it reaches and that
-    /// subscribed to it; answers how many jobs were written. `app`: the app
-    /// the event is about (`None` for tenant-wide events). Runs to the end
-    /// even if the caller is cancelled. Errors are logged, never returned:
-    /// the change the event reports has already happened.
-    pub async fn emit(
+    /// The outbox row of `event`, to hand to the store call that makes the
+    /// change it reports. `app`: the app the event is about (`None` for
+    /// tenant-wide events); `tenant_id` (and `app_id`) are added to `data`.
+    pub fn event(
         &self,
         tenant: TenantId,
         app: Option<AppId>,
         event: WebhookEvent,
         data: serde_json::Value,
-    ) -> u64 {
-        let (store, wake, now) = (self.store.clone(), self.wake.clone(), self.clock.now());
-        let work = async move {
-            let hooks = store.webhooks_for_tenant(tenant).await?;
-            let targets: Vec<&WebhookRecord> =
-                hooks.iter().filter(|h| reaches(event, app, h.app_id) && subscribed(h, event)).collect();
-            if targets.is_empty() {
-                return Ok(0);
-            }
-            let data = with_owner(data, tenant, app);
-            enqueue(store.as_ref(), &wake, &targets, event.as_str(), &data, now).await.map(|(n, _)| n)
+    ) -> Result<OutboxEvent, StoreError> {
+        let (id, now) = (uuid::Uuid::now_v7().to_string(), self.clock.now());
+        let data = with_owner(data, tenant, app);
+        let payload = event_body(&id, event.as_str(), now, &data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(OutboxEvent {
+            id,
+            tenant_id: tenant,
+            app_id: app,
+            event_type: event.as_str().to_owned(),
+            payload,
+            created_at: now,
+        })
+    }
+
+    /// Call once the change carrying events has committed: the dispatcher
+    /// fans them out now rather than at its next poll.
+    pub fn committed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stores an event that has no change of its own (a debounced
+    /// `document.updated`). Errors are logged, never returned: the writes
+    /// it reports have already happened.
+    async fn emit(&self, tenant: TenantId, app: Option<AppId>, event: WebhookEvent, data: serde_json::Value) {
+        let stored = match self.event(tenant, app, event, data) {
+            Ok(row) => self.store.insert_events(std::slice::from_ref(&row)).await,
+            Err(e) => Err(e),
         };
-        match tokio::spawn(work).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, event = event.as_str(), %tenant, "failed to enqueue a webhook event");
-                0
+        match stored {
+            Ok(()) => self.committed(),
+            Err(e) => tracing::error!(error = %e, event = event.as_str(), %tenant, "failed to store a webhook event"),
+        }
+    }
+
+    /// Turns every event in the outbox into one job per webhook that takes
+    /// it, each event with its jobs in one transaction; answers how many
+    /// jobs were new. Run by the dispatcher before each claim (and so at
+    /// start, for what a crash left behind).
+    pub async fn fan_out(&self) -> Result<u64, StoreError> {
+        let mut added = 0;
+        loop {
+            let batch = self.store.pending_events(FAN_OUT_BATCH).await?;
+            let mut hooks: HashMap<TenantId, Vec<WebhookRecord>> = HashMap::new();
+            for row in &batch {
+                if let std::collections::hash_map::Entry::Vacant(slot) = hooks.entry(row.tenant_id) {
+                    slot.insert(self.store.webhooks_for_tenant(row.tenant_id).await?);
+                }
+                let tenant_hooks = hooks.get(&row.tenant_id).map(Vec::as_slice).unwrap_or_default();
+                let jobs = jobs_for(row, tenant_hooks);
+                added += self.store.fan_out_event(&row.id, &jobs).await?;
             }
-            Err(e) => {
-                tracing::error!(error = %e, event = event.as_str(), "enqueueing a webhook event panicked");
-                0
+            if batch.len() < FAN_OUT_BATCH as usize {
+                break;
             }
         }
+        if added > 0 {
+            metrics::counter!("wiresocket_webhook_jobs_enqueued_total").increment(added);
+            self.wake.notify_one();
+        }
+        Ok(added)
     }
 
     /// Enqueues a `ping` for one webhook (whatever it subscribed to);
@@ -217,6 +261,39 @@ fn subscribed(hook: &WebhookRecord, event: WebhookEvent) -> bool {
     }
 }
 
+/// The jobs of one outbox event: one per webhook of its tenant that the
+/// event reaches and that subscribed to it. An event type this version does
+/// not know (written by a newer one) reaches nobody, loudly.
+fn jobs_for(row: &OutboxEvent, hooks: &[WebhookRecord]) -> Vec<WebhookJobRecord> {
+    let Some(event) = WebhookEvent::parse(&row.event_type) else {
+        tracing::warn!(event = %row.event_type, id = %row.id, "unknown event type in the outbox; not delivered");
+        return Vec::new();
+    };
+    hooks
+        .iter()
+        .filter(|h| reaches(event, row.app_id, h.app_id) && subscribed(h, event))
+        .map(|h| job(&row.id, h, &row.event_type, &row.payload, row.created_at))
+        .collect()
+}
+
+/// A new pending job of one event for one webhook.
+fn job(event_id: &str, hook: &WebhookRecord, kind: &str, payload: &str, now: OffsetDateTime) -> WebhookJobRecord {
+    WebhookJobRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        event_id: event_id.to_owned(),
+        webhook_id: hook.id.clone(),
+        tenant_id: hook.tenant_id,
+        event_type: kind.to_owned(),
+        payload: payload.to_owned(),
+        attempt: 0,
+        status: JobStatus::Pending,
+        next_attempt_at: now,
+        locked_until: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
 /// One body, one job per webhook, one store call; wakes the dispatcher.
 /// Answers the number of new jobs and the event id.
 async fn enqueue(
@@ -229,23 +306,7 @@ async fn enqueue(
 ) -> Result<(u64, String), StoreError> {
     let event_id = uuid::Uuid::now_v7().to_string();
     let payload = event_body(&event_id, kind, now, data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let jobs: Vec<WebhookJobRecord> = hooks
-        .iter()
-        .map(|h| WebhookJobRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            event_id: event_id.clone(),
-            webhook_id: h.id.clone(),
-            tenant_id: h.tenant_id,
-            event_type: kind.to_owned(),
-            payload: payload.clone(),
-            attempt: 0,
-            status: JobStatus::Pending,
-            next_attempt_at: now,
-            locked_until: None,
-            created_at: now,
-            updated_at: now,
-        })
-        .collect();
+    let jobs: Vec<WebhookJobRecord> = hooks.iter().map(|h| job(&event_id, h, kind, &payload, now)).collect();
     let n = store.enqueue_webhook_jobs(&jobs).await?;
     if n > 0 {
         metrics::counter!("wiresocket_webhook_jobs_enqueued_total").increment(n);

@@ -3,28 +3,33 @@
 //!
 //! # Layout
 //! - [`events`]: the [`Events`](events::Events) service on `AppState`:
-//!   `emit` builds an event body once and writes one job per matching
-//!   webhook into the store's outbox; `document.updated` is debounced per
-//!   document in memory before it gets there.
-//! - [`dispatch`]: the background dispatcher started by `run_until`: leases
-//!   due jobs, POSTs them (bounded concurrency, SSRF-guarded resolver, no
-//!   redirects, timeouts), records every attempt and schedules retries.
+//!   builds an event's outbox row (body serialised once) for the store call
+//!   that makes the change, and fans outbox rows out into one job per
+//!   matching webhook; `document.updated` is debounced per document in
+//!   memory before it gets there.
+//! - [`dispatch`]: the background dispatcher started by `run_until`: fans
+//!   the outbox out, leases due jobs, POSTs them (bounded concurrency,
+//!   SSRF-guarded resolver, no redirects, timeouts), records every attempt
+//!   and schedules retries.
 //! - here: what both sides and the routes share: which webhooks an event
 //!   reaches, the body format, the SSRF target policy, sealing secrets.
 //!
 //! # Emitting an event (for other routes)
-//! After the change has committed (inside the handler's `run_detached`
-//! block, next to its `state.audit(…)`):
+//! The event rides in the transaction of the change it reports (every
+//! store method that makes such a change takes `events`), so a crash right
+//! after the commit loses neither:
 //!
 //! ```ignore
-//! state.events.emit(tenant.id, None, WebhookEvent::MemberJoined,
-//!     json!({"user_id": user.id, "role": role.as_str()})).await;
+//! let data = json!({"user_id": user.id, "role": role.as_str()});
+//! let event = state.events.event(tenant.id, None, WebhookEvent::MemberJoined, data)?;
+//! state.store.add_the_member(…, &[event]).await?;
+//! state.events.committed();
 //! ```
 //!
 //! `app` is `Some(app_id)` for app-scoped events and `None` for tenant-wide
 //! ones (`key.*`, `member.*`). `tenant_id` (and `app_id`, when given) are
-//! added to `data`. `emit` never fails the caller: a store error is logged,
-//! like a failed audit append, and the number of jobs written is answered.
+//! added to `data`. Which webhooks get it is decided at fan-out, against
+//! the webhooks of that moment.
 
 pub mod dispatch;
 pub mod events;

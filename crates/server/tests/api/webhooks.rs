@@ -975,6 +975,48 @@ async fn an_event_enqueued_before_a_crash_is_delivered_after_restart() {
     server.wait().unwrap();
 }
 
+/// The route writes its change and its event in one transaction, then
+/// wakes the dispatcher. A process that dies right after that commit, before
+/// the fan-out, leaves the event in the outbox: here the change is made
+/// exactly as `PATCH …/apps/{aid}` makes it, with the server down, and the
+/// next start delivers it.
+#[tokio::test]
+async fn an_event_committed_with_its_change_survives_a_crash_before_fan_out() {
+    let dir = temp_dir();
+    let config = test_config(&dir);
+    let f = fixture_with(config.clone()).await;
+    let rx = Receiver::start().await;
+    f.hook(&f.creds.id, &rx, "outbox", &["app.updated"]).await;
+    f.app.stop().await;
+
+    let store = server::open_store(&config).await.unwrap();
+    let id: domain::ids::AppId = f.creds.id.parse().unwrap();
+    let app = store.get_app_by_id(id).await.unwrap().unwrap();
+    let renamed = store::AppRecord { name: "committed, then crashed".to_owned(), ..app.clone() };
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let now = time::OffsetDateTime::now_utc();
+    let data = server::webhooks::with_owner(json!({"name": renamed.name}), app.tenant_id, Some(app.id));
+    let event = store::OutboxEvent {
+        payload: server::webhooks::event_body(&event_id, "app.updated", now, &data).unwrap(),
+        id: event_id.clone(),
+        tenant_id: app.tenant_id,
+        app_id: Some(app.id),
+        event_type: "app.updated".to_owned(),
+        created_at: now,
+    };
+    store.update_app(&renamed, &[event]).await.unwrap();
+    assert_eq!(store.pending_events(10).await.unwrap().len(), 1);
+    drop(store);
+
+    let app = spawn_with(config).await;
+    let hits = rx.wait_for("outbox", 1).await;
+    assert_signed_event(&hits[0], "app.updated");
+    assert_eq!(hits[0].id, event_id, "the event committed with the change, by its id");
+    assert_eq!(hits[0].json["data"]["name"], "committed, then crashed");
+    assert_eq!(app.state.store.pending_events(10).await.unwrap(), vec![], "fanned out, so gone from the outbox");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn member_events_reach_subscribed_webhooks() {
     let f = fixture().await;

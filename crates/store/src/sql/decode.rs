@@ -5,8 +5,8 @@
 
 use crate::{
     AppRecord, AuditRecord, CustomRoleRecord, DeliveryRecord, DocRecord, DocState, InviteRecord, InvoiceRecord,
-    JobStatus, MemberRecord, MfaRecord, NodeRecord, RefreshKind, RefreshTokenRecord, Result, SessionRecord,
-    SigningKeyRecord, StoreError, TenantRecord, UserRecord, WebhookJobRecord, WebhookRecord,
+    JobStatus, MemberRecord, MfaRecord, NodeRecord, OutboxEvent, RefreshKind, RefreshTokenRecord, Result,
+    SessionRecord, SigningKeyRecord, StoreError, TenantRecord, UserRecord, WebhookJobRecord, WebhookRecord,
 };
 use domain::ids::{AppId, FamilyId, InvoiceId, TenantId, UserId};
 use domain::keys::KeyState;
@@ -323,6 +323,17 @@ pub(super) fn job(r: &impl Cols) -> Result<WebhookJobRecord> {
         locked_until: r.opt_time("locked_until")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
+    })
+}
+
+pub(super) fn outbox_event(r: &impl Cols) -> Result<OutboxEvent> {
+    Ok(OutboxEvent {
+        id: r.text("id")?,
+        tenant_id: TenantId::from_uuid(r.uuid("tenant_id")?),
+        app_id: r.opt_uuid("app_id")?.map(AppId::from_uuid),
+        event_type: r.text("event_type")?,
+        payload: r.text("payload")?,
+        created_at: r.time("created_at")?,
     })
 }
 

@@ -44,8 +44,8 @@ macro_rules! impl_store {
             use $crate::{
                 AppRecord, AuditFilter, AuditRecord, CustomRoleRecord, DeliveryRecord, DocKey, DocRecord, DocState,
                 InviteAcceptor, InviteRecord, InvoiceRecord, JobNext, MemberRecord, MfaRecord, NodeHeartbeat,
-                NodeRecord, Page, PasswordResetRecord, PurgeReport, RefreshKind, RefreshTokenRecord, Result,
-                RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
+                NodeRecord, OutboxEvent, Page, PasswordResetRecord, PurgeReport, RefreshKind, RefreshTokenRecord,
+                Result, RotateOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TenantRecord, UserRecord,
                 WebhookJobRecord, WebhookRecord,
             };
 
@@ -74,6 +74,54 @@ macro_rules! impl_store {
 
                 async fn write_tx(&self) -> Result<sqlx::Transaction<'static, $db>> {
                     self.pool.begin_with($begin).await.map_err(db_err)
+                }
+
+                /// Writes `events` into the outbox on `conn` (inside the
+                /// transaction of the change they report).
+                async fn insert_outbox(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    events: &[OutboxEvent],
+                ) -> Result<()> {
+                    for event in events {
+                        sqlx::query(q::INSERT_OUTBOX_EVENT)
+                            .bind(&event.id)
+                            .bind(event.tenant_id.to_string())
+                            .bind(event.app_id.map(|a| a.to_string()))
+                            .bind(&event.event_type)
+                            .bind(&event.payload)
+                            .bind(secs(event.created_at))
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    Ok(())
+                }
+
+                /// Enqueues jobs on `conn` in key order, so two batches holding
+                /// some of the same (event, webhook) pairs cannot deadlock on
+                /// PostgreSQL (each waits on the other's uncommitted insert).
+                async fn insert_jobs(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    jobs: &[WebhookJobRecord],
+                ) -> Result<u64> {
+                    let mut ordered: Vec<&WebhookJobRecord> = jobs.iter().collect();
+                    ordered.sort_by(|a, b| (&a.event_id, &a.webhook_id).cmp(&(&b.event_id, &b.webhook_id)));
+                    let mut added = 0;
+                    for job in ordered {
+                        added += sqlx::query(q::ENQUEUE_JOB)
+                            .bind(&job.id)
+                            .bind(&job.event_id)
+                            .bind(&job.webhook_id)
+                            .bind(&job.event_type)
+                            .bind(&job.payload)
+                            .bind(secs(job.next_attempt_at))
+                            .bind(secs(job.created_at))
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db_err)?
+                            .rows_affected();
+                    }
+                    Ok(added)
                 }
 
                 async fn insert_user(conn: &mut <$db as sqlx::Database>::Connection, user: &UserRecord) -> Result<()> {
@@ -512,6 +560,7 @@ macro_rules! impl_store {
                     tenant: TenantId,
                     new_key: &SigningKeyRecord,
                     retires_at: OffsetDateTime,
+                    events: &[OutboxEvent],
                 ) -> Result<()> {
                     let mut tx = self.write_tx().await?;
                     // Retire first, then insert: within the transaction the
@@ -526,6 +575,7 @@ macro_rules! impl_store {
                         .await
                         .map_err(db_err)?;
                     Self::insert_key(&mut tx, tenant, new_key, KeyState::Active).await?;
+                    Self::insert_outbox(&mut tx, events).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
@@ -536,6 +586,7 @@ macro_rules! impl_store {
                     kid: &str,
                     now: OffsetDateTime,
                     replacement: Option<&SigningKeyRecord>,
+                    events: &[OutboxEvent],
                 ) -> Result<()> {
                     let mut tx = self.write_tx().await?;
                     // The state as of now, held until commit: the caller's
@@ -567,6 +618,7 @@ macro_rules! impl_store {
                     if let (KeyState::Active, Some(key)) = (state, replacement) {
                         Self::insert_key(&mut tx, tenant, key, KeyState::Active).await?;
                     }
+                    Self::insert_outbox(&mut tx, events).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
@@ -591,7 +643,12 @@ macro_rules! impl_store {
                 }
 
                 // ---- apps, plans, invoices --------------------------------
-                async fn create_app(&self, app: &AppRecord, initial_invoice: Option<&InvoiceRecord>) -> Result<()> {
+                async fn create_app(
+                    &self,
+                    app: &AppRecord,
+                    initial_invoice: Option<&InvoiceRecord>,
+                    events: &[OutboxEvent],
+                ) -> Result<()> {
                     let mut tx = self.write_tx().await?;
                     sqlx::query(q::INSERT_APP)
                         .bind(app.id.to_string())
@@ -612,6 +669,7 @@ macro_rules! impl_store {
                     if let Some(invoice) = initial_invoice {
                         Self::insert_invoice(&mut tx, app.id, invoice).await?;
                     }
+                    Self::insert_outbox(&mut tx, events).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
@@ -667,7 +725,8 @@ macro_rules! impl_store {
                     Ok(page(items, limit, |a| a.id.to_string()))
                 }
 
-                async fn update_app(&self, app: &AppRecord) -> Result<()> {
+                async fn update_app(&self, app: &AppRecord, events: &[OutboxEvent]) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
                     let done = sqlx::query(q::UPDATE_APP)
                         .bind(app.tenant_id.to_string())
                         .bind(app.id.to_string())
@@ -675,26 +734,31 @@ macro_rules! impl_store {
                         .bind(to_json(&app.allowed_domains)?)
                         .bind(&app.environment)
                         .bind(secs(app.updated_at))
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
+                    Self::insert_outbox(&mut tx, events).await?;
+                    tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
 
-                async fn delete_app(&self, tenant: TenantId, app: AppId) -> Result<()> {
+                async fn delete_app(&self, tenant: TenantId, app: AppId, events: &[OutboxEvent]) -> Result<()> {
                     // Refresh tokens and invoices go by ON DELETE CASCADE.
+                    let mut tx = self.write_tx().await?;
                     let done = sqlx::query(q::DELETE_APP)
                         .bind(tenant.to_string())
                         .bind(app.to_string())
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
+                    Self::insert_outbox(&mut tx, events).await?;
+                    tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
 
@@ -703,17 +767,21 @@ macro_rules! impl_store {
                     app: AppId,
                     client_secret_hash: &str,
                     now: OffsetDateTime,
+                    events: &[OutboxEvent],
                 ) -> Result<()> {
+                    let mut tx = self.write_tx().await?;
                     let done = sqlx::query(q::SET_APP_SECRET)
                         .bind(app.to_string())
                         .bind(client_secret_hash)
                         .bind(secs(now))
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
+                    Self::insert_outbox(&mut tx, events).await?;
+                    tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
 
@@ -1053,14 +1121,21 @@ macro_rules! impl_store {
                     Ok(page(items, limit, |d| d.name.clone()))
                 }
 
-                async fn delete_doc(&self, key: &DocKey) -> Result<bool> {
+                async fn delete_doc(&self, key: &DocKey, events: &[OutboxEvent]) -> Result<bool> {
+                    let mut tx = self.write_tx().await?;
                     let done = sqlx::query(q::DELETE_DOC)
                         .bind(key.app_id.to_string())
                         .bind(&key.name)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                    Ok(done.rows_affected() > 0)
+                    // Nothing was deleted, so nothing is reported.
+                    if done.rows_affected() == 0 {
+                        return Ok(false);
+                    }
+                    Self::insert_outbox(&mut tx, events).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(true)
                 }
 
                 async fn count_docs(&self, app: AppId) -> Result<i64> {
@@ -1239,7 +1314,13 @@ macro_rules! impl_store {
                         .transpose()
                 }
 
-                async fn set_member_role(&self, tenant: TenantId, user: UserId, role: &str) -> Result<()> {
+                async fn set_member_role(
+                    &self,
+                    tenant: TenantId,
+                    user: UserId,
+                    role: &str,
+                    events: &[OutboxEvent],
+                ) -> Result<()> {
                     let mut tx = self.write_tx().await?;
                     Self::lock_tenant(&mut tx, tenant).await?;
                     Self::check_role(&mut tx, tenant, role).await?;
@@ -1255,11 +1336,17 @@ macro_rules! impl_store {
                         return Err(StoreError::NotFound);
                     }
                     Self::ensure_super_admin(&mut tx, tenant).await?;
+                    Self::insert_outbox(&mut tx, events).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
 
-                async fn remove_membership(&self, tenant: TenantId, user: UserId) -> Result<()> {
+                async fn remove_membership(
+                    &self,
+                    tenant: TenantId,
+                    user: UserId,
+                    events: &[OutboxEvent],
+                ) -> Result<()> {
                     let mut tx = self.write_tx().await?;
                     Self::lock_tenant(&mut tx, tenant).await?;
                     let removed = sqlx::query(q::DELETE_MEMBERSHIP)
@@ -1273,6 +1360,7 @@ macro_rules! impl_store {
                         return Err(StoreError::NotFound);
                     }
                     Self::ensure_super_admin(&mut tx, tenant).await?;
+                    Self::insert_outbox(&mut tx, events).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(())
                 }
@@ -1433,6 +1521,7 @@ macro_rules! impl_store {
                     acceptor: InviteAcceptor<'_>,
                     name: Option<&str>,
                     now: OffsetDateTime,
+                    events: &[OutboxEvent],
                 ) -> Result<InviteRecord> {
                     let user = acceptor.user_id();
                     let mut tx = self.write_tx().await?;
@@ -1468,6 +1557,7 @@ macro_rules! impl_store {
                         }
                     }
                     Self::insert_membership(&mut tx, invite.tenant_id, user, &invite.role, now).await?;
+                    Self::insert_outbox(&mut tx, events).await?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(invite)
                 }
@@ -1804,27 +1894,37 @@ macro_rules! impl_store {
                     if jobs.is_empty() {
                         return Ok(0);
                     }
-                    // In key order, so two batches holding some of the same
-                    // (event, webhook) pairs cannot deadlock on PostgreSQL
-                    // (each waits on the other's uncommitted insert).
-                    let mut ordered: Vec<&WebhookJobRecord> = jobs.iter().collect();
-                    ordered.sort_by(|a, b| (&a.event_id, &a.webhook_id).cmp(&(&b.event_id, &b.webhook_id)));
                     let mut tx = self.write_tx().await?;
-                    let mut added = 0;
-                    for job in ordered {
-                        added += sqlx::query(q::ENQUEUE_JOB)
-                            .bind(&job.id)
-                            .bind(&job.event_id)
-                            .bind(&job.webhook_id)
-                            .bind(&job.event_type)
-                            .bind(&job.payload)
-                            .bind(secs(job.next_attempt_at))
-                            .bind(secs(job.created_at))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_err)?
-                            .rows_affected();
+                    let added = Self::insert_jobs(&mut tx, jobs).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(added)
+                }
+
+                async fn insert_events(&self, events: &[OutboxEvent]) -> Result<()> {
+                    if events.is_empty() {
+                        return Ok(());
                     }
+                    let mut tx = self.write_tx().await?;
+                    Self::insert_outbox(&mut tx, events).await?;
+                    tx.commit().await.map_err(db_err)?;
+                    Ok(())
+                }
+
+                async fn pending_events(&self, limit: u32) -> Result<Vec<OutboxEvent>> {
+                    sqlx::query(q::PENDING_OUTBOX_EVENTS)
+                        .bind(i64::from(clamp_limit(limit)))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .iter()
+                        .map(decode::outbox_event)
+                        .collect()
+                }
+
+                async fn fan_out_event(&self, event_id: &str, jobs: &[WebhookJobRecord]) -> Result<u64> {
+                    let mut tx = self.write_tx().await?;
+                    let added = Self::insert_jobs(&mut tx, jobs).await?;
+                    sqlx::query(q::DELETE_OUTBOX_EVENT).bind(event_id).execute(&mut *tx).await.map_err(db_err)?;
                     tx.commit().await.map_err(db_err)?;
                     Ok(added)
                 }

@@ -490,6 +490,11 @@ pub const REWRAP_WEBHOOK: &str = "UPDATE webhooks SET secret_enc = $2, master_ke
 pub const DELETE_WEBHOOK: &str = "DELETE FROM webhooks WHERE tenant_id = $1 AND app_id = $2 AND id = $3";
 /// A job for webhook `$3` under its tenant; nothing for a webhook deleted
 /// meanwhile, or for an (event, webhook) already enqueued.
+pub const INSERT_OUTBOX_EVENT: &str = "INSERT INTO event_outbox \
+     (id, tenant_id, app_id, event_type, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub const PENDING_OUTBOX_EVENTS: &str =
+    "SELECT id, tenant_id, app_id, event_type, payload, created_at FROM event_outbox ORDER BY id LIMIT $1";
+pub const DELETE_OUTBOX_EVENT: &str = "DELETE FROM event_outbox WHERE id = $1";
 pub const ENQUEUE_JOB: &str = "INSERT INTO webhook_jobs \
      (id, event_id, webhook_id, tenant_id, event_type, payload, status, next_attempt_at, created_at, updated_at) \
      SELECT $1, $2, id, tenant_id, $4, $5, 'pending', $6, $7, $7 FROM webhooks WHERE id = $3 \

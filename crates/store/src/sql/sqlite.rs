@@ -16,6 +16,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (5, "doc_snapshots", include_str!("../../migrations/sqlite/0005_doc_snapshots.sql")),
     (6, "nodes", include_str!("../../migrations/sqlite/0006_nodes.sql")),
     (7, "user_names", include_str!("../../migrations/sqlite/0007_user_names.sql")),
+    (9, "event_outbox", include_str!("../../migrations/sqlite/0009_event_outbox.sql")),
 ];
 
 /// SQLite serialises writers anyway; a few connections let reads run
@@ -258,7 +259,7 @@ mod tests {
         let key = crate::contract::key(tenant.id, crate::contract::now());
         crate::Store::create_tenant(&old, &tenant, owner.id, "super_admin", &key).await.unwrap();
         let app = crate::contract::app(tenant.id, domain::plan::PlanId::Pro);
-        crate::Store::create_app(&old, &app, None).await.unwrap();
+        crate::Store::create_app(&old, &app, None, &[]).await.unwrap();
         // "compacted": a 5-byte snapshot for seqs 1..=3, then seq 4 in the
         // log; "fresh": never compacted, seq 1 in the log.
         for (name, snapshot, snapshot_seq, size) in [("compacted", Some(&b"snap!"[..]), 3, 7), ("fresh", None, 0, 2)] {
