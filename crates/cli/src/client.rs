@@ -110,7 +110,9 @@ async fn error_from(resp: Response) -> CliError {
         _ => Exit::Server,
     };
     let hint = match (status, code.as_str()) {
-        (StatusCode::UNAUTHORIZED, "mfa_required") => " Give the code of your authenticator app with --totp.",
+        (StatusCode::UNAUTHORIZED, "mfa_required") => {
+            " Give the code of your authenticator app with --totp (or a recovery code with --recovery-code)."
+        }
         (StatusCode::UNAUTHORIZED, "invalid_credentials" | "invalid_totp") => "",
         (StatusCode::UNAUTHORIZED, "invalid_client") => {
             " Check --client-id and --client-secret (or WIRESOCKET_CLIENT_ID / WIRESOCKET_CLIENT_SECRET); a rotated secret stops working at once."

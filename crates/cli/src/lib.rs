@@ -111,6 +111,9 @@ pub enum ClientCommand {
         /// The current code of your authenticator app, when MFA is on
         #[arg(long)]
         totp: Option<String>,
+        /// One of your MFA recovery codes instead (each works once)
+        #[arg(long, conflicts_with = "totp")]
+        recovery_code: Option<String>,
     },
     /// End the session on the server and forget it here
     Logout,
@@ -432,13 +435,18 @@ pub async fn run(
             ))?;
             io.print(&output::record(&created, &["user_id", "tenant_id"]))
         }
-        ClientCommand::Login { email, password_stdin, totp } => {
+        ClientCommand::Login { email, password_stdin, totp, recovery_code } => {
             let email = match email {
                 Some(e) => e,
                 None => prompt(stdin, "Email: ", "give --email")?,
             };
             let password = password(stdin, password_stdin)?;
-            let me = login_with(&mut ctx, &email, &password, totp).await?;
+            let proof = match (totp, recovery_code) {
+                (Some(code), _) => Some(SecondFactor::Totp(code)),
+                (None, Some(code)) => Some(SecondFactor::Recovery(SecretString::from(code))),
+                (None, None) => None,
+            };
+            let me = login_with(&mut ctx, &email, &password, proof).await?;
             if json {
                 return io.json(&me);
             }
@@ -492,6 +500,12 @@ pub async fn run(
     }
 }
 
+/// The second factor given on the command line.
+enum SecondFactor {
+    Totp(String),
+    Recovery(SecretString),
+}
+
 /// Logs in (asking for the TOTP code on a terminal when MFA wants one),
 /// saves the session and, if the user has exactly one tenant and none is
 /// chosen, that tenant. Answers `/v1/me`.
@@ -499,21 +513,23 @@ async fn login_with(
     ctx: &mut Ctx,
     email: &str,
     password: &SecretString,
-    totp: Option<String>,
+    proof: Option<SecondFactor>,
 ) -> Result<Value, CliError> {
-    let attempt = |totp: Option<&str>| {
+    let attempt = |proof: Option<&SecondFactor>| {
         let mut body = json!({"email": email, "password": password.expose_secret()});
-        if let Some(code) = totp {
-            body["totp"] = json!(code);
+        match proof {
+            Some(SecondFactor::Totp(code)) => body["totp"] = json!(code),
+            Some(SecondFactor::Recovery(code)) => body["recovery_code"] = json!(code.expose_secret()),
+            None => {}
         }
         ctx.api.request(Method::POST, "/v1/auth/login", Auth::None).json(&body)
     };
-    let session = match ctx.api.json(attempt(totp.as_deref())).await {
+    let session = match ctx.api.json(attempt(proof.as_ref())).await {
         Ok(s) => s,
-        Err(e) if e.code.as_deref() == Some("mfa_required") && totp.is_none() && std::io::stdin().is_terminal() => {
+        Err(e) if e.code.as_deref() == Some("mfa_required") && proof.is_none() && std::io::stdin().is_terminal() => {
             let code = rpassword::prompt_password("Authenticator code: ")
                 .map_err(|e| CliError::new(Exit::Failure, format!("cannot read the code: {e}")))?;
-            ctx.api.json(attempt(Some(code.trim()))).await?
+            ctx.api.json(attempt(Some(&SecondFactor::Totp(code.trim().to_owned())))).await?
         }
         Err(e) => return Err(e),
     };
