@@ -443,6 +443,14 @@ pub struct FrameReader {
     /// A fragmented message in progress: its opcode and payload so far.
     partial: Option<(u8, BytesMut)>,
     max_message: usize,
+    /// After [`WsError::TooLarge`]: bytes of the refused frame still to
+    /// drop as they arrive (never buffered), so the connection can be read
+    /// to the client's close frame; RFC 6455 peers cannot send that close
+    /// before they finish the frame they are sending.
+    skip: u64,
+    /// The refused message was fragmented: its continuation frames are
+    /// dropped too, up to and including the final one.
+    dropping: bool,
 }
 
 /// Bytes asked of the socket per read when no frame says how many to expect.
@@ -450,7 +458,21 @@ const READ_CHUNK: usize = 4096;
 
 impl FrameReader {
     pub fn new(max_message: usize) -> Self {
-        Self { buf: BytesMut::new(), partial: None, max_message }
+        Self { buf: BytesMut::new(), partial: None, max_message, skip: 0, dropping: false }
+    }
+
+    /// Drops what is left of a refused frame from the buffer; `false`
+    /// while more of it is still to come.
+    fn skip_refused(&mut self) -> bool {
+        let drop = usize::try_from(self.skip).unwrap_or(usize::MAX).min(self.buf.len());
+        self.buf.advance(drop);
+        self.skip -= drop as u64;
+        if self.skip > 0 {
+            // Nothing of it is kept: the next read starts at the front.
+            self.buf.clear();
+            return false;
+        }
+        true
     }
 
     /// The buffer to read into, with room for at least one more chunk.
@@ -473,10 +495,25 @@ impl FrameReader {
     }
 
     /// The next complete event, `None` until more bytes arrive.
+    ///
+    /// After `Err(TooLarge)` the reader discards the rest of that message
+    /// (without buffering it) and goes on parsing what follows, so the
+    /// caller can read on to the client's close frame.
     pub fn next_event(&mut self) -> Result<Option<Event>, WsError> {
         loop {
+            if !self.skip_refused() {
+                return Ok(None);
+            }
             let Some((fin, opcode, len, head_len, mask)) = self.header()? else { return Ok(None) };
             let control = opcode & 0x8 != 0;
+            if self.dropping && !control {
+                if opcode != OP_CONTINUATION {
+                    return Err(WsError::Protocol("new message inside a fragmented one"));
+                }
+                self.skip = head_len as u64 + len;
+                self.dropping = !fin;
+                continue;
+            }
             if control {
                 if !fin {
                     return Err(WsError::Protocol("fragmented control frame"));
@@ -494,6 +531,9 @@ impl FrameReader {
                 }
                 let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len());
                 if len > (self.max_message - so_far.min(self.max_message)) as u64 {
+                    self.partial = None;
+                    self.skip = head_len as u64 + len;
+                    self.dropping = !fin;
                     return Err(WsError::TooLarge);
                 }
             }
@@ -812,6 +852,39 @@ mod tests {
         let mut r = FrameReader::new(100);
         r.push(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(r.next_event(), Err(WsError::Protocol("payload length with the top bit set")));
+    }
+
+    #[test]
+    fn after_too_large_the_rest_of_the_message_is_dropped_and_the_close_still_read() {
+        let big = client_frame(true, OP_BINARY, &vec![7; 10_000], MASK);
+        let close = client_frame(true, OP_CLOSE, &[0x03, 0xE8], MASK);
+        let mut r = FrameReader::new(100);
+        r.push(&big[..50]);
+        assert_eq!(r.next_event(), Err(WsError::TooLarge));
+        // The rest arrives in pieces; none of it is kept.
+        for chunk in big[50..].chunks(1000) {
+            r.push(chunk);
+            assert_eq!(r.next_event(), Ok(None));
+            assert!(r.buf.capacity() < 8192, "the refused frame is not buffered: {}", r.buf.capacity());
+        }
+        r.push(&close);
+        assert_eq!(r.next_event(), Ok(Some(Event::Close(Some(1000)))));
+
+        // A fragmented message over the limit: every continuation goes,
+        // a ping in between is still answered, and the close is read.
+        let mut r = FrameReader::new(100);
+        r.push(&client_frame(false, OP_BINARY, &[1; 60], MASK));
+        r.push(&client_frame(false, OP_CONTINUATION, &[2; 60], MASK));
+        assert_eq!(r.next_event(), Err(WsError::TooLarge));
+        r.push(&client_frame(false, OP_CONTINUATION, &[3; 500], MASK));
+        r.push(&client_frame(true, OP_PING, b"p", MASK));
+        assert!(matches!(r.next_event(), Ok(Some(Event::Ping(b))) if &b[..] == b"p"));
+        r.push(&client_frame(true, OP_CONTINUATION, &[4; 500], MASK));
+        r.push(&close);
+        assert_eq!(r.next_event(), Ok(Some(Event::Close(Some(1000)))));
+        // And the reader is whole again afterwards.
+        r.push(&client_frame(true, OP_BINARY, &[5; 10], MASK));
+        assert!(matches!(r.next_event(), Ok(Some(Event::Binary(b))) if b.len() == 10));
     }
 
     #[test]

@@ -37,8 +37,11 @@ use tokio::time::timeout;
 const OUTBOUND_QUEUE: usize = 1024;
 const SLOW: CloseReason = CloseReason { code: close::TRY_AGAIN, reason: "too far behind; reconnect to resync" };
 /// How long a closing connection waits for its close frame to go out and
-/// the client's close to come back.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// the client's close to come back. Long enough for a client to finish sending a message over the size
+/// limit (which the reader drops unbuffered as it arrives): only then can
+/// its close come back, and a socket closed with unread bytes is reset,
+/// which the client sees as 1006 instead of our 4413.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
