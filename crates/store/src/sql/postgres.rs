@@ -13,7 +13,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (5, "doc_snapshots", include_str!("../../migrations/postgres/0005_doc_snapshots.sql")),
     (6, "nodes", include_str!("../../migrations/postgres/0006_nodes.sql")),
     (7, "user_names", include_str!("../../migrations/postgres/0007_user_names.sql")),
-    (9, "event_outbox", include_str!("../../migrations/postgres/0009_event_outbox.sql")),
+    (8, "event_outbox", include_str!("../../migrations/postgres/0008_event_outbox.sql")),
 ];
 
 const POOL_SIZE: u32 = 10;

@@ -16,7 +16,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (5, "doc_snapshots", include_str!("../../migrations/sqlite/0005_doc_snapshots.sql")),
     (6, "nodes", include_str!("../../migrations/sqlite/0006_nodes.sql")),
     (7, "user_names", include_str!("../../migrations/sqlite/0007_user_names.sql")),
-    (9, "event_outbox", include_str!("../../migrations/sqlite/0009_event_outbox.sql")),
+    (8, "event_outbox", include_str!("../../migrations/sqlite/0008_event_outbox.sql")),
 ];
 
 /// SQLite serialises writers anyway; a few connections let reads run
