@@ -254,6 +254,13 @@ async fn every_command_against_a_running_server() {
     // members and nodes.
     let members = cli.run(&["members", "list"], b"").ok();
     assert!(members.stdout.contains("ops@example.com") && members.stdout.contains("super_admin"), "{}", members.stdout);
+    // The only super_admin can be neither demoted nor removed (409, exit 6).
+    let uid = me["id"].as_str().unwrap();
+    let demote = cli.run(&["members", "set-role", uid, "viewer"], b"");
+    assert_eq!(demote.code, 6, "{}", demote.stderr);
+    assert!(demote.stderr.contains("last_super_admin"), "{}", demote.stderr);
+    assert_eq!(cli.run(&["members", "remove", uid], b"").code, 2, "no --yes, no terminal");
+    assert_eq!(cli.run(&["members", "remove", uid, "--yes"], b"").code, 6);
     let nodes = cli.run(&["nodes", "list", "--json"], b"").ok().json();
     let node = nodes[0]["id"].as_str().unwrap().to_owned();
     let drained = cli.run(&["nodes", "drain", &node], b"").ok();

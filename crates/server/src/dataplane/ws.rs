@@ -467,9 +467,8 @@ impl FrameReader {
         let drop = usize::try_from(self.skip).unwrap_or(usize::MAX).min(self.buf.len());
         self.buf.advance(drop);
         self.skip -= drop as u64;
+        // More to come: the buffer is empty again, nothing of it was kept.
         if self.skip > 0 {
-            // Nothing of it is kept: the next read starts at the front.
-            self.buf.clear();
             return false;
         }
         true

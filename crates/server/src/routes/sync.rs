@@ -37,11 +37,13 @@ use tokio::time::timeout;
 const OUTBOUND_QUEUE: usize = 1024;
 const SLOW: CloseReason = CloseReason { code: close::TRY_AGAIN, reason: "too far behind; reconnect to resync" };
 /// How long a closing connection waits for its close frame to go out and
-/// the client's close to come back. Long enough for a client to finish sending a message over the size
-/// limit (which the reader drops unbuffered as it arrives): only then can
-/// its close come back, and a socket closed with unread bytes is reset,
-/// which the client sees as 1006 instead of our 4413.
-const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// the client's close to come back.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// The same after a message over the size limit: long enough for the
+/// client to finish sending it (the reader drops it unbuffered as it
+/// arrives). Only then can its close come back; a socket closed with
+/// unread bytes is reset, which the client sees as 1006 instead of 4413.
+const TOO_LARGE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -415,7 +417,8 @@ async fn finish(peer: &Peer, reader: &mut FrameReader, client_closed: bool) {
             }
         }
     };
-    let _ = timeout(CLOSE_GRACE, closing).await;
+    let too_large = peer.closing().is_some_and(|r| r.code == close::TOO_LARGE);
+    let _ = timeout(if too_large { TOO_LARGE_GRACE } else { CLOSE_GRACE }, closing).await;
 }
 
 pub enum WriteRefusal {

@@ -121,12 +121,17 @@ impl Dispatcher {
         // under a slow receiver must not start a second attempt here.
         let mut in_flight: HashSet<String> = HashSet::new();
         let mut task_jobs: HashMap<tokio::task::Id, String> = HashMap::new();
+        // At start (what a crash left), then on each wake-up and poll; not
+        // after every finished delivery, which has nothing new to fan out.
+        let mut fan_out_due = true;
         loop {
             if *stop.borrow() {
                 break;
             }
             // Events committed with their changes become jobs first.
-            if let Err(e) = self.state.events.fan_out().await {
+            if std::mem::take(&mut fan_out_due)
+                && let Err(e) = self.state.events.fan_out().await
+            {
                 tracing::warn!(error = %e, "fanning out webhook events failed; will retry");
             }
             let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
@@ -152,8 +157,8 @@ impl Dispatcher {
             // A full batch means more may be due: claim again once a slot frees.
             let idle = !claimed_all || in_flight.len() < MAX_IN_FLIGHT;
             tokio::select! {
-                () = wake.notified(), if idle => {}
-                () = tokio::time::sleep(POLL), if idle => {}
+                () = wake.notified(), if idle => fan_out_due = true,
+                () = tokio::time::sleep(POLL), if idle => fan_out_due = true,
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     reap(done, &mut in_flight, &mut task_jobs);
                 }
