@@ -65,6 +65,8 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError>
 
 pub struct Application {
     listener: TcpListener,
+    /// `--tls-cert`/`--tls-key`: every connection is TLS.
+    tls: Option<crate::tls::TlsListener>,
     addr: SocketAddr,
     router: Router,
     state: AppState,
@@ -92,9 +94,21 @@ impl Application {
             }
             None => crate::ratelimit::AuthLimits::in_memory(config.rate_limits.clone()),
         };
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::TlsListener::new(&files.cert, &files.key).map_err(StartupError::Other)?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).await.map_err(|e| StartupError::Bind(config.listen, e))?;
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(config.listen, e))?;
-        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "listening without TLS on a non-loopback address: tokens, sessions and secrets cross the network \
+                 in clear unless a TLS-terminating proxy is in front (see --tls-cert and --tls-key)"
+            );
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
         let metrics = crate::observe::recorder().map_err(StartupError::Other)?;
         // A bad SMTP URL or an unwritable outbox is a start-up error, not a
         // surprise at the first invite.
@@ -153,7 +167,12 @@ impl Application {
         // Registered before the first request: discovery can name this node.
         crate::routes::nodes::beat(&state).await;
         let router = router(state.clone());
-        Ok(Self { listener, addr, router, state, webhook_client })
+        Ok(Self { listener, tls, addr, router, state, webhook_client })
+    }
+
+    /// The listener's TLS, when `--tls-cert` is set (tests reload it directly).
+    pub fn tls(&self) -> Option<&crate::tls::TlsListener> {
+        self.tls.as_ref()
     }
 
     pub fn port(&self) -> u16 {
@@ -181,19 +200,23 @@ impl Application {
         let (stop_webhooks, stopped) = tokio::sync::watch::channel(false);
         let dispatcher = crate::webhooks::dispatch::Dispatcher::new(state.clone(), self.webhook_client);
         let dispatcher = tokio::spawn(dispatcher.run(stopped));
-        tracing::info!(addr = %self.addr, public_url = %self.state.public_url, "wiresocket listening");
+        let reload = self.tls.clone().map(|tls| tokio::spawn(crate::tls::reload_on_sighup(tls)));
+        tracing::info!(addr = %self.addr, public_url = %self.state.public_url, tls = self.tls.is_some(), "wiresocket listening");
         // Accepting on a runtime worker (not the thread that called us):
         // a connection's task then starts on that worker's own queue,
         // without waking another thread for it. In a JoinSet, so dropping
         // this future still stops the accept loop.
         let mut accepting = tokio::task::JoinSet::new();
-        accepting.spawn(serve_http1(self.listener, self.router, shutdown));
+        accepting.spawn(serve_http1(self.listener, self.tls, self.router, shutdown));
         let result = match accepting.join_next().await {
             Some(Ok(result)) => result,
             Some(Err(e)) => Err(std::io::Error::other(e)),
             None => Ok(()),
         };
         purge.abort();
+        if let Some(reload) = reload {
+            reload.abort();
+        }
         caches.abort();
         heartbeat.abort();
         supervisor.abort();
@@ -218,15 +241,17 @@ impl Application {
 /// What `axum::serve` does (HTTP/1.1 with upgrades, `ConnectInfo`, graceful
 /// shutdown), on hyper's own HTTP/1 connection instead of hyper-util's
 /// auto-detecting one: that one wraps every socket in a private type, and
-/// the sync endpoint needs the upgraded socket back as the `TcpStream` it
-/// is (see [`crate::dataplane::ws`]). It also bounds how long a client may
+/// the sync endpoint needs the upgraded socket back as the `TcpStream` (or
+/// TLS stream over one) it is (see [`crate::dataplane::ws`]). With `tls`,
+/// each connection's handshake runs in its own task, bounded by
+/// [`crate::tls::HANDSHAKE_TIMEOUT`]. It also bounds how long a client may
 /// take to send its request head.
 async fn serve_http1(
     listener: TcpListener,
+    tls: Option<crate::tls::TlsListener>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     // Dropping `stop` tells every connection to finish its request and
     // close; `done` is closed once every connection has.
     let (stop, stopping) = tokio::sync::watch::channel(());
@@ -254,37 +279,66 @@ async fn serve_http1(
         // Small frames must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
-            tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new))
-        });
-        let mut stopping = stopping.clone();
+        let stopping = stopping.clone();
         let finished = finished.clone();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = stopping.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::trace!(error = %e, "an HTTP connection ended with an error");
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(tcp, remote, router, stopping, finished));
             }
-            drop(finished);
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor().clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, remote, router, stopping, finished).await,
+                        // A client's failed handshake (a plain-HTTP request,
+                        // an unknown CA) is the client's problem.
+                        Ok(Err(e)) => tracing::debug!(error = %e, %remote, "a TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "a TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     drop(stop);
     drop(finished);
     done.closed().await;
     Ok(())
+}
+
+/// One HTTP/1.1 connection (with upgrades) until it ends or `stopping`
+/// says to finish; `finished` is dropped at the end.
+async fn serve_connection<I>(
+    io: I,
+    remote: SocketAddr,
+    router: Router,
+    mut stopping: tokio::sync::watch::Receiver<()>,
+    finished: tokio::sync::watch::Receiver<()>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+        tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stopping.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::trace!(error = %e, "an HTTP connection ended with an error");
+    }
+    drop(finished);
 }
 
 /// How long what is shown after it stopped mattering is kept: expired and
@@ -356,9 +410,8 @@ pub fn router(state: AppState) -> Router {
         crate::headers::Cors::new(&state.config.cors_origins),
         crate::headers::cors,
     ))
-    // HSTS: to be set once the listener speaks TLS (`--tls-cert`).
     .layer(axum::middleware::from_fn_with_state(
-        crate::headers::SecurityHeaders { hsts: false },
+        crate::headers::SecurityHeaders { hsts: state.config.tls.is_some() },
         crate::headers::security_headers,
     ))
     // A 5xx is WARN here: a real fault is logged at ERROR with its cause

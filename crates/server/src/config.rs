@@ -34,7 +34,14 @@ pub struct ConfigLayer {
     /// PostgreSQL (sslmode=verify-ca|verify-full) and Redis (rediss://)
     #[arg(long, env = "WIRESOCKET_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Base URL used in token issuers and discovery answers [default: http://<listen>]
+    /// PEM certificate chain for the listener: with --tls-key it speaks HTTPS and WSS only
+    /// (TLS 1.2+); both files are re-read on SIGHUP
+    #[arg(long, env = "WIRESOCKET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC)
+    #[arg(long, env = "WIRESOCKET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Base URL used in token issuers and discovery answers [default: http://<listen>, https:// with TLS]
     #[arg(long, env = "WIRESOCKET_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// File holding the master key ring (lines `<version>:<base64 key>`). Without it (and without
@@ -126,6 +133,8 @@ impl std::fmt::Debug for ConfigLayer {
             .field("database_url", &redacted(&self.database_url))
             .field("redis_url", &redacted(&self.redis_url))
             .field("ca_file", &self.ca_file)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .field("public_url", &self.public_url)
             .field("master_key_file", &self.master_key_file)
             .field("master_key_command", &redacted(&self.master_key_command))
@@ -162,6 +171,8 @@ impl ConfigLayer {
             database_url: self.database_url.or(lower.database_url),
             redis_url: self.redis_url.or(lower.redis_url),
             ca_file: self.ca_file.or(lower.ca_file),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
             public_url: self.public_url.or(lower.public_url),
             master_key_file: self.master_key_file.or(lower.master_key_file),
             master_key_command: self.master_key_command.or(lower.master_key_command),
@@ -198,6 +209,13 @@ impl ConfigLayer {
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
+
+/// The listener's certificate chain and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// Where the master key ring comes from.
 #[derive(Clone)]
@@ -240,6 +258,8 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// `--ca-file`: a private CA for PostgreSQL and Redis over TLS.
     pub ca_file: Option<PathBuf>,
+    /// `--tls-cert`/`--tls-key`: the listener speaks TLS only.
+    pub tls: Option<TlsFiles>,
     pub public_url: Option<String>,
     pub master_key: MasterKeySource,
     /// True when the master key was not supplied and lives in the data dir.
@@ -353,6 +373,7 @@ impl std::fmt::Debug for Config {
             .field("database_url", &self.database_url.as_ref().map(|_| "[redacted]"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "[redacted]"))
             .field("ca_file", &self.ca_file)
+            .field("tls", &self.tls)
             .field("public_url", &self.public_url)
             .field("master_key", &self.master_key)
             .field("access_token_ttl", &self.access_token_ttl)
@@ -456,6 +477,11 @@ impl Config {
                 return Err(ConfigError("public URL must be http or https".into()));
             }
         }
+        let tls = match (layer.tls_cert, layer.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(ConfigError("--tls-cert and --tls-key go together".into())),
+        };
         let max_message_bytes = layer.max_message_size.unwrap_or(32 * 1024 * 1024);
         if max_message_bytes < 1024 {
             return Err(ConfigError("max message size must be at least 1024 bytes".into()));
@@ -527,6 +553,7 @@ impl Config {
             database_url: layer.database_url.map(SecretString::from),
             redis_url: layer.redis_url.map(SecretString::from),
             ca_file: layer.ca_file,
+            tls,
             public_url: layer.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             master_key,
             master_key_generated,

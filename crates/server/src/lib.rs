@@ -39,6 +39,7 @@ pub mod observe;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod tls;
 pub mod tokens;
 pub mod webhooks;
 

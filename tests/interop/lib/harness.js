@@ -6,7 +6,8 @@
 // a test file's event loop can drain and `node --test` can finish.
 
 import { spawn } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import https from 'node:https'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -64,13 +65,39 @@ export function freePort () {
   })
 }
 
-/** A `ws` WebSocket class that sends the given Origin header (as a browser would). */
-export function webSocketWithOrigin (origin) {
+/**
+ * A `ws` WebSocket class that sends the given Origin header (as a browser
+ * would) and, for `wss://`, trusts the PEM CA `ca` (as a browser trusts its
+ * store).
+ */
+export function webSocketWithOrigin (origin, ca) {
+  const options = {}
+  if (origin) options.origin = origin
+  if (ca) options.ca = ca
   return class OriginWebSocket extends WebSocket {
     constructor (url, protocols) {
-      super(url, protocols, origin ? { origin } : {})
+      super(url, protocols, options)
     }
   }
+}
+
+/** `fetch` for an https:// URL signed by the PEM CA `ca` (Node's fetch takes no CA). */
+function fetchTrusting (ca, url, { method = 'GET', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method, headers, ca }, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('end', () => {
+        const empty = res.statusCode === 204 || res.statusCode === 304
+        const h = new Headers()
+        for (const [k, v] of Object.entries(res.headers)) h.set(k, Array.isArray(v) ? v.join(', ') : v)
+        resolve(new Response(empty ? null : Buffer.concat(chunks), { status: res.statusCode, headers: h }))
+      })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body === undefined ? undefined : Buffer.from(body))
+  })
 }
 
 /** Text body of a response, for error messages. */
@@ -87,9 +114,11 @@ export function basicAuth (clientId, clientSecret) {
 }
 
 export class Server {
-  constructor ({ port, dataDir, child }) {
+  constructor ({ port, dataDir, child, ca }) {
     this.port = port
-    this.base = `http://127.0.0.1:${port}`
+    /** With TLS: the PEM CA that signed the server's certificate. */
+    this.ca = ca
+    this.base = `${ca ? 'https' : 'http'}://127.0.0.1:${port}`
     this.dataDir = dataDir
     this.child = child
     this.log = []
@@ -117,7 +146,8 @@ export class Server {
       h['content-type'] = 'application/json'
       payload = JSON.stringify(json)
     }
-    const res = await fetch(this.base + p, { method, headers: h, body: payload })
+    const init = { method, headers: h, body: payload }
+    const res = this.ca ? await fetchTrusting(this.ca, this.base + p, init) : await fetch(this.base + p, init)
     if (expect !== undefined && res.status !== expect) {
       throw new Error(`${method} ${p}: expected ${expect}, got ${await describe(res)}`)
     }
@@ -178,7 +208,7 @@ export class Server {
     const url = await this.discover(doc, token)
     const provider = new WebsocketProvider(url, doc, ydoc, {
       params: { token },
-      WebSocketPolyfill: webSocketWithOrigin(origin),
+      WebSocketPolyfill: webSocketWithOrigin(origin, this.ca),
       connect,
       // Node 20 has a global BroadcastChannel: without this, providers in one
       // process would sync with each other directly, bypassing the server.
@@ -319,15 +349,22 @@ export class App {
   }
 }
 
-/** Starts the binary on a free port with a fresh data dir; waits for /readyz. */
-export async function startServer ({ extraArgs = [], bootstrap = true } = {}) {
+/**
+ * Starts the binary on a free port with a fresh data dir; waits for /readyz.
+ * With `tls: { cert, key, ca }` (file paths, PEM) it serves HTTPS and WSS
+ * only, and the harness trusts `ca`.
+ */
+export async function startServer ({ extraArgs = [], bootstrap = true, tls, env = {} } = {}) {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'wiresocket-interop-'))
   const port = await freePort()
-  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...extraArgs], {
-    env: { ...process.env, WIRESOCKET_LOG: process.env.WIRESOCKET_LOG || 'warn' },
+  const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : []
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...tlsArgs, ...extraArgs]
+  const child = spawn(BIN, args, {
+    env: { ...process.env, WIRESOCKET_LOG: process.env.WIRESOCKET_LOG || 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
-  const server = new Server({ port, dataDir, child })
+  const ca = tls ? await readFile(tls.ca, 'utf8') : undefined
+  const server = new Server({ port, dataDir, child, ca })
   server.exitPromise = new Promise((resolve) => {
     child.on('exit', (code, signal) => {
       server.exited = { code, signal }
@@ -360,7 +397,7 @@ export async function startServer ({ extraArgs = [], bootstrap = true } = {}) {
   try {
     await waitFor(async () => {
       if (server.exited) throw new Error(`server exited early: ${JSON.stringify(server.exited)}`)
-      const res = await fetch(`${server.base}/readyz`)
+      const res = await server.http('GET', '/readyz')
       await res.arrayBuffer()
       return res.status === 200
     }, { timeout: 30_000, interval: 50, message: `${server.base}/readyz = 200` })

@@ -5,6 +5,7 @@
 //! - [`registry`]: live connections, so revocations and deletions can close them.
 //! - [`limits`]: per-app plan limits (connections, documents, operations per minute).
 //! - [`node`]: this process as a node: its id, drain, heartbeat to the registry.
+//! - [`ws`], [`socket`]: WebSocket framing and fan-out on a plain or TLS socket.
 //!
 //! Durability: a write is appended to the store before the room applies it,
 //! so a room only ever holds persisted state and no client can receive an
@@ -14,6 +15,7 @@ pub mod docs;
 pub mod limits;
 pub mod node;
 pub mod registry;
+pub mod socket;
 pub mod ws;
 
 /// Why a connection is being closed: a WebSocket close code and reason.

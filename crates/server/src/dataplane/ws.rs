@@ -1,4 +1,5 @@
-//! The server side of RFC 6455 on a raw `TcpStream`, shaped for fan-out.
+//! The server side of RFC 6455 on a raw socket (TCP, or TLS over TCP: see
+//! [`super::socket`]), shaped for fan-out.
 //!
 //! Why not axum's `ws` (tungstenite)? There a broadcast to n connections is
 //! n channel sends, n task wake-ups and n buffered copies, and every
@@ -22,6 +23,7 @@
 //! No extensions (permessage-deflate) and no subprotocols are negotiated;
 //! y-websocket uses neither. HTTP/1.1 only.
 
+use super::socket::Socket;
 use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
@@ -149,7 +151,7 @@ pub enum Flushed {
 
 /// The writing side of one WebSocket connection; see the module docs.
 pub struct Peer {
-    stream: TcpStream,
+    socket: Socket,
     out: Mutex<Outbox>,
     /// Tells the connection's task there is something queued or a close.
     wake: Notify,
@@ -161,7 +163,10 @@ pub struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer").field("peer", &self.stream.peer_addr().ok()).finish_non_exhaustive()
+        f.debug_struct("Peer")
+            .field("peer", &self.socket.peer_addr().ok())
+            .field("tls", &self.socket.is_tls())
+            .finish_non_exhaustive()
     }
 }
 
@@ -175,9 +180,9 @@ pub enum Refused {
 }
 
 impl Peer {
-    pub fn new(stream: TcpStream, limit: usize) -> Self {
+    pub fn new(socket: impl Into<Socket>, limit: usize) -> Self {
         Self {
-            stream,
+            socket: socket.into(),
             out: Mutex::new(Outbox::default()),
             wake: Notify::new(),
             limit,
@@ -218,16 +223,18 @@ impl Peer {
             return Ok(());
         }
         // Nothing queued: straight into the socket, from this thread.
-        match write_some(&self.stream, &mut [&mut frame]) {
-            Ok(_) if frame.written == frame.len() => return Ok(()),
-            Ok(_) => {}
-            Err(_) => {
-                out.broken = true;
-                self.wake.notify_one();
-                return Err(Refused::Closed);
-            }
+        if write_some(&self.socket, &mut [&mut frame]).is_err() {
+            out.broken = true;
+            self.wake.notify_one();
+            return Err(Refused::Closed);
         }
-        out.push(frame);
+        if frame.written < frame.len() {
+            out.push(frame);
+        } else if !self.socket.pending_out() {
+            return Ok(());
+        }
+        // The rest (or, with TLS, records the socket did not take) goes out
+        // from the connection's task once the socket is writable.
         self.wake.notify_one();
         Ok(())
     }
@@ -254,11 +261,8 @@ impl Peer {
         payload.extend_from_slice(closing.reason.as_bytes());
         let mut frame = OutFrame::new(OP_CLOSE, Bytes::from(payload));
         // Alone in the queue: it can go out right now, from this thread.
-        if out.queue.is_empty() && !out.broken {
-            match write_some(&self.stream, &mut [&mut frame]) {
-                Ok(_) => {}
-                Err(_) => out.broken = true,
-            }
+        if out.queue.is_empty() && !out.broken && write_some(&self.socket, &mut [&mut frame]).is_err() {
+            out.broken = true;
         }
         if frame.written < frame.len() && !out.broken {
             out.queue.push_back(frame);
@@ -270,6 +274,14 @@ impl Peer {
     pub fn flush(&self) -> io::Result<Flushed> {
         let mut out = lock(&self.out);
         loop {
+            match self.socket.send_pending() {
+                Ok(true) => {}
+                Ok(false) => return Ok(Flushed::Partly),
+                Err(e) => {
+                    out.broken = true;
+                    return Err(e);
+                }
+            }
             if out.queue.is_empty() {
                 return Ok(Flushed::All);
             }
@@ -277,7 +289,7 @@ impl Peer {
                 return Err(io::Error::from(io::ErrorKind::BrokenPipe));
             }
             let mut frames: Vec<&mut OutFrame> = out.queue.iter_mut().take(MAX_SLICES / 2).collect();
-            match write_some(&self.stream, &mut frames) {
+            match write_some(&self.socket, &mut frames) {
                 Ok(0) => return Ok(Flushed::Partly),
                 Ok(_) => {}
                 Err(e) => {
@@ -299,7 +311,7 @@ impl Peer {
     /// Something is queued for the socket.
     pub fn wants_write(&self) -> bool {
         let out = lock(&self.out);
-        !out.queue.is_empty() && !out.broken
+        !out.broken && (!out.queue.is_empty() || self.socket.pending_out())
     }
 
     /// The close this peer is ending with, if any.
@@ -310,7 +322,7 @@ impl Peer {
     /// Our close frame is on the wire (or cannot be written anymore).
     pub fn close_sent(&self) -> bool {
         let out = lock(&self.out);
-        out.broken || (out.closing.is_some() && out.queue.is_empty())
+        out.broken || (out.closing.is_some() && out.queue.is_empty() && !self.socket.pending_out())
     }
 
     pub fn is_broken(&self) -> bool {
@@ -322,8 +334,8 @@ impl Peer {
         self.wake.notified().await;
     }
 
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    pub fn socket(&self) -> &Socket {
+        &self.socket
     }
 
     pub fn touch(&self) {
@@ -344,7 +356,7 @@ pub fn mono_secs() -> u64 {
 
 /// One non-blocking vectored write of the frames' unwritten bytes; advances
 /// their `written`. `Ok(0)` when the socket would block.
-fn write_some(stream: &TcpStream, frames: &mut [&mut OutFrame]) -> io::Result<usize> {
+fn write_some(stream: &Socket, frames: &mut [&mut OutFrame]) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_SLICES];
     let mut n = 0;
     for frame in frames.iter() {
@@ -386,32 +398,6 @@ fn write_some(stream: &TcpStream, frames: &mut [&mut OutFrame]) -> io::Result<us
         }
     }
     Ok(wrote)
-}
-
-/// One non-blocking read into `buf`; `Ok(0)` at end of stream,
-/// `WouldBlock` when nothing was there.
-///
-/// A read shorter than the room offered drained the socket, so it also
-/// forgets the socket's read readiness (as tokio's own `poll_read` does),
-/// sparing one more read that would fail. That must be one step with the
-/// read: tokio clears readiness only if no event arrived since it was
-/// sampled, and here it is sampled before the read. Clearing it in a
-/// second call after the read would also wipe an event for bytes that
-/// arrived in between, and with edge-triggered epoll the connection would
-/// then never read them.
-pub fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    let room = buf.capacity() - buf.len();
-    let mut got = None;
-    let result = stream.try_io(tokio::io::Interest::READABLE, || {
-        let n = stream.try_read_buf(buf)?;
-        got = Some(n);
-        if n > 0 && n < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(n) }
-    });
-    match (result, got) {
-        (Ok(n), _) => Ok(n),
-        (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock => Ok(n),
-        (Err(e), _) => Err(e),
-    }
 }
 
 /// A complete message or control frame from the client.
@@ -683,9 +669,10 @@ impl Upgrade {
     /// the client sent after its request) once the upgrade completes.
     pub fn respond<F, Fut>(self, connection: F) -> Response
     where
-        F: FnOnce(TcpStream, Bytes) -> Fut + Send + 'static,
+        F: FnOnce(Socket, Bytes) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        use hyper_util::rt::TokioIo;
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
@@ -695,17 +682,27 @@ impl Upgrade {
                     return;
                 }
             };
-            let Ok(parts) = upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() else {
-                tracing::error!("an upgraded connection is not a TCP stream; dropping it");
-                return;
-            };
             // The leftover is a slice of hyper's read buffer (8 KiB or more):
             // copy it out and drop the buffer now, before the connection
             // runs, or every idle connection would keep one.
-            let leftover = Bytes::copy_from_slice(&parts.read_buf);
-            let stream = parts.io.into_inner();
-            drop(parts.read_buf);
-            connection(stream, leftover).await;
+            let (socket, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let leftover = Bytes::copy_from_slice(&parts.read_buf);
+                    (Socket::from(parts.io.into_inner()), leftover)
+                }
+                Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+                    Ok(parts) => {
+                        let leftover = Bytes::copy_from_slice(&parts.read_buf);
+                        let (tcp, session) = parts.io.into_inner().into_inner();
+                        (Socket::tls(tcp, session), leftover)
+                    }
+                    Err(_) => {
+                        tracing::error!("an upgraded connection is neither TCP nor TLS over TCP; dropping it");
+                        return;
+                    }
+                },
+            };
+            connection(socket, leftover).await;
         });
         (
             StatusCode::SWITCHING_PROTOCOLS,
@@ -917,6 +914,84 @@ mod tests {
     }
 
     /// A connected pair: the server side as a `Peer`, the client as a plain stream.
+    /// A peer over TLS (the listener's own acceptor, a self-signed
+    /// certificate) and the client's end, handshake done.
+    async fn tls_pair(limit: usize) -> (Peer, tokio_rustls::client::TlsStream<tokio::net::TcpStream>) {
+        let dir = std::env::temp_dir().join(format!("wiresocket-ws-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.join("c.pem"), made.cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), made.signing_key.serialize_pem()).unwrap();
+        let tls = crate::tls::TlsListener::new(&dir.join("c.pem"), &dir.join("k.pem")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(made.cert.der().clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let (client, server) = tokio::join!(
+            async { connector.connect(name, tokio::net::TcpStream::connect(addr).await.unwrap()).await.unwrap() },
+            async { tls.acceptor().accept(listener.accept().await.unwrap().0).await.unwrap() }
+        );
+        let (tcp, session) = server.into_inner();
+        (Peer::new(Socket::tls(tcp, session), limit), client)
+    }
+
+    /// Whatever a send leaves unwritten (a queued frame, or TLS records the
+    /// socket refused) wakes the connection's task, which then flushes it;
+    /// nothing is left behind for the client that reads later.
+    #[tokio::test]
+    async fn over_tls_a_send_leaving_records_behind_wakes_the_task_and_all_arrives() {
+        use tokio::io::AsyncReadExt;
+        let (peer, mut client) = tls_pair(100_000).await;
+        let payload = Bytes::from(vec![7u8; 16 * 1024]);
+        let mut sent = 0usize;
+        let mut left_behind = false;
+        // The client reads nothing: the socket fills, records stay in the session.
+        while sent < 4000 && !left_behind {
+            peer.send_binary(payload.clone(), SLOW).unwrap();
+            sent += 1;
+            let behind = peer.wants_write();
+            let woken = tokio::time::timeout(std::time::Duration::ZERO, peer.woken()).await.is_ok();
+            assert_eq!(woken, behind, "send {sent}: something left behind must wake the task, and only then");
+            left_behind = behind;
+        }
+        assert!(left_behind, "the socket never filled in {sent} sends");
+        // The frame went into the session whole; its records wait there.
+        assert!(lock(&peer.out).queue.is_empty() && peer.socket().pending_out());
+        // The task's part: flush whenever writable, until nothing is left,
+        // while the client reads everything.
+        let flushing = async {
+            loop {
+                match peer.flush().unwrap() {
+                    Flushed::All if !peer.wants_write() => return,
+                    _ => peer.socket().writable().await.unwrap(),
+                }
+            }
+        };
+        let want = sent * (payload.len() + 4);
+        let reading = async {
+            let mut got = vec![0u8; want];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let ((), got) =
+            tokio::time::timeout(std::time::Duration::from_secs(30), async { tokio::join!(flushing, reading) })
+                .await
+                .expect("everything sent reaches the client");
+        for frame in got.chunks(payload.len() + 4) {
+            assert_eq!(&frame[..4], &[0x82, 126, 0x40, 0x00]);
+            assert!(frame[4..].iter().all(|&b| b == 7));
+        }
+    }
+
     async fn pair(limit: usize) -> (Peer, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -992,6 +1067,7 @@ mod tests {
             Ok(client)
         });
         let (server, _) = listener.accept().await.unwrap();
+        let server = Socket::from(server);
         let mut buf = BytesMut::new();
         let read_all = async {
             for _ in 0..ROUNDS {
@@ -1000,7 +1076,7 @@ mod tests {
                     server.readable().await.unwrap();
                     buf.clear();
                     buf.reserve(READ_CHUNK);
-                    match read_some(&server, &mut buf) {
+                    match server.read_some(&mut buf) {
                         // The client gave up waiting (see below).
                         Ok(0) => return,
                         Ok(n) => got += n,
@@ -1057,7 +1133,7 @@ mod tests {
             loop {
                 match peer.flush().unwrap() {
                     Flushed::All => break,
-                    Flushed::Partly => peer.stream().writable().await.unwrap(),
+                    Flushed::Partly => peer.socket().writable().await.unwrap(),
                 }
             }
             assert!(peer.close_sent());

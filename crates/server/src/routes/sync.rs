@@ -11,6 +11,7 @@
 use crate::dataplane::docs::{self, SlotRef};
 use crate::dataplane::limits::ConnectionPermit;
 use crate::dataplane::registry::{CloseReason, ConnInfo};
+use crate::dataplane::socket::Socket;
 use crate::dataplane::ws::{self, Event, FrameReader, Peer, Upgrade, WsError};
 use crate::dataplane::{close, hot};
 use crate::error::ApiError;
@@ -30,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use store::DocKey;
 use sync::Outcome;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// Messages waiting for one client; a client this far behind is closed.
@@ -183,11 +183,12 @@ fn echo_code(code: Option<u16>) -> u16 {
 }
 
 impl Conn {
-    async fn run(mut self, stream: TcpStream, leftover: Bytes, info: ConnInfo) {
-        let peer = Arc::new(Peer::new(stream, OUTBOUND_QUEUE));
+    async fn run(mut self, socket: Socket, leftover: Bytes, info: ConnInfo) {
         let mut reader = FrameReader::new(self.state.config.max_message_bytes);
         reader.push(&leftover);
         drop(leftover);
+        socket.take_buffered(reader.read_buf());
+        let peer = Arc::new(Peer::new(socket, OUTBOUND_QUEUE));
         let slot = match Box::pin(self.state.docs.open(&self.key)).await {
             Ok(s) => s,
             Err(e) if e.code() == docs::RELOADING => {
@@ -295,16 +296,16 @@ impl Conn {
             tokio::select! {
                 biased;
                 () = peer.woken() => {}
-                ready = peer.stream().writable(), if wants_write => {
+                ready = peer.socket().writable(), if wants_write => {
                     if ready.is_err() || peer.flush().is_err() {
                         return Ended::Gone;
                     }
                 }
-                ready = peer.stream().readable() => {
+                ready = peer.socket().readable() => {
                     if ready.is_err() {
                         return Ended::Gone;
                     }
-                    match ws::read_some(peer.stream(), reader.read_buf()) {
+                    match peer.socket().read_some(reader.read_buf()) {
                         Ok(0) => return Ended::Gone,
                         Ok(n) => {
                             peer.touch();
@@ -389,7 +390,7 @@ async fn finish(peer: &Peer, reader: &mut FrameReader, client_closed: bool) {
             match peer.flush() {
                 Ok(ws::Flushed::All) => break,
                 Ok(ws::Flushed::Partly) => {
-                    if peer.stream().writable().await.is_err() {
+                    if peer.socket().writable().await.is_err() {
                         return;
                     }
                 }
@@ -400,10 +401,10 @@ async fn finish(peer: &Peer, reader: &mut FrameReader, client_closed: bool) {
             return;
         }
         loop {
-            if peer.stream().readable().await.is_err() {
+            if peer.socket().readable().await.is_err() {
                 return;
             }
-            match ws::read_some(peer.stream(), reader.read_buf()) {
+            match peer.socket().read_some(reader.read_buf()) {
                 Ok(0) => return,
                 Ok(_) => loop {
                     match reader.next_event() {
@@ -419,6 +420,8 @@ async fn finish(peer: &Peer, reader: &mut FrameReader, client_closed: bool) {
     };
     let too_large = peer.closing().is_some_and(|r| r.code == close::TOO_LARGE);
     let _ = timeout(if too_large { TOO_LARGE_GRACE } else { CLOSE_GRACE }, closing).await;
+    // With TLS, a clean end of the session too (best effort).
+    peer.socket().close_notify();
 }
 
 pub enum WriteRefusal {

@@ -20,6 +20,8 @@ pub struct TestApp {
     /// The data dir this app owns (removed with it), when `spawn_app` made it.
     pub owned_dir: Option<TempDir>,
     pub state: server::state::AppState,
+    /// The listener's TLS, when the config has `--tls-cert` (the URL is then `https://`).
+    pub tls: Option<server::tls::TlsListener>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
@@ -79,7 +81,9 @@ pub async fn spawn_with(config: Config) -> TestApp {
     let data_dir = config.data_dir.clone();
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let app = Application::build_with_clock(config, clock.clone()).await.unwrap();
-    let url = format!("http://127.0.0.1:{}", app.port());
+    let tls = app.tls().cloned();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
@@ -96,6 +100,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
         data_dir,
         owned_dir: None,
         state,
+        tls,
         shutdown: Some(tx),
         handle: Some(handle),
     }

@@ -30,5 +30,6 @@ mod ratelimit;
 mod secrets_at_rest;
 mod shapes;
 mod tenants;
+mod tls;
 mod webhooks;
 mod yclient;

@@ -39,16 +39,37 @@ pub fn sync_url(base: &str, doc: &str, token: &str) -> String {
         .add(b'}')
         .add(b'%');
     let doc = percent_encoding::utf8_percent_encode(doc, PATH);
-    format!("{}/v1/sync/{doc}?token={token}", base.replacen("http://", "ws://", 1))
+    let base = base.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
+    format!("{base}/v1/sync/{doc}?token={token}")
 }
 
 /// Connects; on a refused upgrade answers the HTTP status.
 pub async fn connect(base: &str, doc: &str, token: &str, origin: Option<&str>) -> Result<YClient, u16> {
+    connect_with(base, doc, token, origin, None).await
+}
+
+/// [`connect`] over `wss://` (for an `https://` base), trusting what `tls` trusts.
+pub async fn connect_tls(
+    base: &str,
+    doc: &str,
+    token: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<YClient, u16> {
+    connect_with(base, doc, token, None, Some(tokio_tungstenite::Connector::Rustls(tls))).await
+}
+
+async fn connect_with(
+    base: &str,
+    doc: &str,
+    token: &str,
+    origin: Option<&str>,
+    connector: Option<tokio_tungstenite::Connector>,
+) -> Result<YClient, u16> {
     let mut req = sync_url(base, doc, token).into_client_request().unwrap();
     if let Some(o) = origin {
         req.headers_mut().insert("origin", o.parse().unwrap());
     }
-    match tokio_tungstenite::connect_async(req).await {
+    match tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector).await {
         Ok((ws, _)) => Ok(YClient {
             doc: Doc::new(),
             ws,
