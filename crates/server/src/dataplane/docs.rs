@@ -21,7 +21,7 @@
 use crate::error::ApiError;
 use dashmap::DashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use store::{DocKey, Store};
 use sync::{ConnId, Room};
@@ -56,6 +56,10 @@ pub struct DocSlot {
     /// Size of the stored snapshot, as loaded or last compacted.
     snapshot_bytes: AtomicU64,
     compacting: AtomicBool,
+    /// Compactions failed in a row, and the time (unix seconds, by the
+    /// injected clock) before which no other is tried (see [`compact_backoff`]).
+    compact_failures: AtomicU32,
+    compact_retry_at: AtomicI64,
     /// Writes queued but not yet applied.
     pending: AtomicUsize,
     /// Durable writes waiting to be applied, in log order (appender path).
@@ -96,6 +100,8 @@ impl DocSlot {
             log_bytes: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(0),
             compacting: AtomicBool::new(false),
+            compact_failures: AtomicU32::new(0),
+            compact_retry_at: AtomicI64::new(0),
             pending: AtomicUsize::new(0),
             lane: std::sync::Mutex::new(Lane::default()),
             retired: AtomicBool::new(false),
@@ -343,16 +349,41 @@ impl Docs {
             drop(room);
             ("store", self.snapshot_from_store(&slot).await)
         };
-        if let Some((snapshot, upto)) = snapshot {
-            let now = self.clock.now();
-            match self.store.compact_doc(&slot.key, &snapshot, upto, now).await {
+        let outcome = match snapshot {
+            Ok((snapshot, upto)) => match self.store.compact_doc(&slot.key, &snapshot, upto, self.clock.now()).await {
                 Ok(()) => {
                     slot.log_updates.store(0, Ordering::Relaxed);
                     slot.log_bytes.store(0, Ordering::Relaxed);
                     slot.snapshot_bytes.store(snapshot.len() as u64, Ordering::Relaxed);
                     metrics::counter!("wiresocket_doc_compactions_total", "from" => from).increment(1);
+                    Ok(())
                 }
-                Err(e) => tracing::warn!(error = %e, doc = ?slot.key, "compaction failed; will retry later"),
+                // Deleted meanwhile: nothing left to compact.
+                Err(store::StoreError::NotFound) => Err(Skip::Gone),
+                Err(e) => {
+                    tracing::warn!(error = %e, doc = ?slot.key, "storing a compacted snapshot failed");
+                    Err(Skip::Failed)
+                }
+            },
+            Err(skip) => Err(skip),
+        };
+        match outcome {
+            Ok(()) | Err(Skip::Gone) => {
+                slot.compact_failures.store(0, Ordering::Relaxed);
+                slot.compact_retry_at.store(0, Ordering::Relaxed);
+            }
+            Err(Skip::Failed) => {
+                let failures = slot.compact_failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                let wait = compact_backoff(failures);
+                let retry_at = self.clock.now().unix_timestamp().saturating_add(wait.as_secs() as i64);
+                slot.compact_retry_at.store(retry_at, Ordering::Relaxed);
+                metrics::counter!("wiresocket_doc_compaction_failures_total").increment(1);
+                tracing::warn!(
+                    doc = ?slot.key,
+                    failures,
+                    retry_in_secs = wait.as_secs(),
+                    "compaction failed; the log keeps growing until a later write retries it"
+                );
             }
         }
         slot.compacting.store(false, Ordering::Release);
@@ -360,7 +391,7 @@ impl Docs {
 
     /// The room's state and the seq it covers at least, encoded while
     /// holding the room (small documents).
-    async fn snapshot_of_room(slot: &DocSlot, room: Arc<Room>) -> Option<(Vec<u8>, i64)> {
+    async fn snapshot_of_room(slot: &DocSlot, room: Arc<Room>) -> Result<(Vec<u8>, i64), Skip> {
         // Read the seq first: the state encoded afterwards contains at least
         // everything up to it, so no update is ever dropped from the log
         // without being in the snapshot (later ones may be in both: harmless).
@@ -369,27 +400,47 @@ impl Docs {
         // empty state, which would replace the whole log with nothing.
         let snapshot =
             encode_blocking(&slot.key, "a room that cannot encode its state", move || room.try_encode_state());
-        Some((snapshot.await?, upto))
+        Ok((snapshot.await.ok_or(Skip::Failed)?, upto))
     }
 
     /// The document as stored (one consistent read), rebuilt and encoded on
     /// a blocking thread, and the seq it covers exactly (large documents:
     /// the room is never held).
-    async fn snapshot_from_store(&self, slot: &DocSlot) -> Option<(Vec<u8>, i64)> {
+    async fn snapshot_from_store(&self, slot: &DocSlot) -> Result<(Vec<u8>, i64), Skip> {
         let state = match self.store.load_doc(&slot.key).await {
             Ok(Some(state)) => state,
-            Ok(None) => return None, // deleted meanwhile
+            Ok(None) => return Err(Skip::Gone),
             Err(e) => {
-                tracing::warn!(error = %e, doc = ?slot.key, "reading a document to compact failed; will retry later");
-                return None;
+                tracing::warn!(error = %e, doc = ?slot.key, "reading a document to compact failed");
+                return Err(Skip::Failed);
             }
         };
         let upto = state.last_seq;
         let parts: Vec<Vec<u8>> = state.snapshot.into_iter().chain(state.updates).collect();
         // `Room::new` leaves out an update whose integration panics, as a load does.
         let rebuild = move || Room::new(parts).and_then(|room| room.try_encode_state());
-        Some((encode_blocking(&slot.key, "a stored document that does not load", rebuild).await?, upto))
+        let snapshot = encode_blocking(&slot.key, "a stored document that does not load", rebuild).await;
+        Ok((snapshot.ok_or(Skip::Failed)?, upto))
     }
+}
+
+/// Why a compaction did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// The document was deleted meanwhile.
+    Gone,
+    /// It failed (logged where it did); the next one backs off.
+    Failed,
+}
+
+/// How long after its `n`th failure in a row (n >= 1) a document's next
+/// compaction waits: 10 s, doubling, at most 10 minutes. Without it every
+/// write past the threshold started a full rebuild again (a store that
+/// refuses the snapshot, a document that does not encode), each costing as
+/// much as the first; with it a failing document costs a rebuild every
+/// 10 minutes at worst, while its log (still durable, still loading) grows.
+fn compact_backoff(n: u32) -> Duration {
+    Duration::from_secs(10_u64.saturating_mul(1_u64 << n.saturating_sub(1).min(6))).min(Duration::from_secs(600))
 }
 
 /// Runs a snapshot's encoding on a blocking thread; `None` (logged, naming
@@ -537,6 +588,7 @@ fn apply(docs: &Arc<Docs>, w: Write, seq: i64) {
     let updates = slot.log_updates.fetch_add(1, Ordering::Relaxed) + 1;
     let bytes = slot.log_bytes.fetch_add(w.update.len() as u64, Ordering::Relaxed) + w.update.len() as u64;
     if (updates >= COMPACT_AFTER_UPDATES || bytes >= COMPACT_AFTER_BYTES)
+        && docs.clock.now().unix_timestamp() >= slot.compact_retry_at.load(Ordering::Relaxed)
         && !slot.compacting.swap(true, Ordering::AcqRel)
     {
         docs.runtime.spawn(docs.clone().compact(slot.clone(), w.room.clone()));
@@ -641,6 +693,95 @@ mod tests {
         slot.pending.fetch_add(1, Ordering::SeqCst);
         drop(PendingCount { slot: &slot, handed_over: true });
         assert_eq!(slot.pending.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failing_compaction_waits_longer_each_time() {
+        let waits: Vec<u64> = (1..=9).map(|n| compact_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 600, 600, 600]);
+        assert_eq!(compact_backoff(u32::MAX), Duration::from_secs(600));
+    }
+
+    /// Distinct real Yjs updates, one character each.
+    fn updates(n: usize) -> Vec<Vec<u8>> {
+        use yrs::{GetString, Text, Transact};
+        let doc = yrs::Doc::new();
+        let text = doc.get_or_insert_text("t");
+        (0..n)
+            .map(|i| {
+                let mut txn = doc.transact_mut();
+                let end = text.get_string(&txn).len() as u32;
+                text.insert(&mut txn, end, &format!("{}", i % 10));
+                txn.encode_update_v1()
+            })
+            .collect()
+    }
+
+    async fn settled(slot: &DocSlot) {
+        for _ in 0..500 {
+            if !slot.compacting.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("a compaction never ended");
+    }
+
+    /// A compaction the store refuses is not tried again on every write (a
+    /// full rebuild each time) but after 10 s, 20 s, … by the clock; once it
+    /// succeeds, the count starts over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_compaction_backs_off_instead_of_retrying_on_every_write() {
+        let dir = std::env::temp_dir().join(format!("compact-backoff-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sqlite = store::sql::SqliteStore::open(&dir.join("db.sqlite")).await.unwrap();
+        let app = store::contract::doc_app(&sqlite).await;
+        let key = store::contract::doc_key(app.id, "failing");
+        // The store refuses every snapshot, as a full disk would.
+        sqlx::query(
+            "CREATE TRIGGER refuse_snapshots BEFORE INSERT ON doc_snapshot_parts \
+             BEGIN SELECT RAISE(ABORT, 'injected: no room for snapshots'); END",
+        )
+        .execute(sqlite.pool())
+        .await
+        .unwrap();
+        let clock = Arc::new(domain::clock::ManualClock::new(time::OffsetDateTime::now_utc()));
+        let docs = Docs::start(Arc::new(sqlite.clone()), clock.clone(), IDLE_UNLOAD);
+        let doc = docs.open(&key).await.unwrap();
+        let mut updates = updates(2000).into_iter();
+        let mut write = async |n: usize| {
+            for update in updates.by_ref().take(n) {
+                docs.write(&doc, update, None, true).await.unwrap();
+            }
+            settled(&doc.slot).await;
+            doc.slot.compact_failures.load(Ordering::Relaxed)
+        };
+        assert_eq!(write(COMPACT_AFTER_UPDATES as usize).await, 1, "the threshold starts a compaction");
+        assert_eq!(write(300).await, 1, "retried before its time");
+        clock.advance(time::Duration::seconds(10));
+        assert_eq!(write(1).await, 2, "not retried after 10 s");
+        clock.advance(time::Duration::seconds(10));
+        assert_eq!(write(50).await, 2, "retried before 20 s");
+        clock.advance(time::Duration::seconds(10));
+        assert_eq!(write(1).await, 3);
+        sqlx::query("DROP TRIGGER refuse_snapshots").execute(sqlite.pool()).await.unwrap();
+        clock.advance(time::Duration::seconds(40));
+        assert_eq!(write(1).await, 0, "a success starts the count over");
+        assert_eq!(sqlite.doc_log_stats(&key).await.unwrap().0, 0, "compacted at last");
+        let text: String = {
+            use yrs::{GetString, Transact};
+            let state = sqlite.load_doc(&key).await.unwrap().unwrap();
+            let room = Room::new(state.snapshot.into_iter().chain(state.updates).collect::<Vec<_>>()).unwrap();
+            let doc = yrs::Doc::new();
+            let text = doc.get_or_insert_text("t");
+            let update = <yrs::Update as yrs::updates::decoder::Decode>::decode_v1(&room.encode_state()).unwrap();
+            doc.transact_mut().apply_update(update).unwrap();
+            text.get_string(&doc.transact())
+        };
+        assert_eq!(text.len(), 500 + 300 + 1 + 50 + 1 + 1, "nothing lost on the way");
+        drop(doc);
+        sqlite.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -374,15 +374,36 @@ pub(super) fn doc(r: &impl Cols) -> Result<DocRecord> {
 /// The rows of `LOAD_DOC`: the doc row (`part` 0) first, then the log in
 /// seq order. No rows: the doc does not exist.
 pub(super) fn doc_state(rows: &[impl Cols]) -> Result<Option<DocState>> {
-    let Some((head, log)) = rows.split_first() else {
+    let Some((head, rest)) = rows.split_first() else {
         return Ok(None);
     };
     if head.int("part")? != 0 {
         return Err(corrupt("part", "log entries without their document"));
     }
     let last_seq = head.opt_int("last_seq")?.ok_or_else(|| corrupt("last_seq", "NULL"))?;
-    let updates = log.iter().map(|r| r.blob("data")).collect::<Result<Vec<_>>>()?;
-    Ok(Some(DocState { snapshot: head.opt_blob("data")?, updates, last_seq }))
+    let mut snapshot: Option<Vec<u8>> = None;
+    let mut updates = Vec::new();
+    for r in rest {
+        match r.int("part")? {
+            1 => snapshot.get_or_insert_with(Vec::new).extend_from_slice(&r.blob("data")?),
+            2 => updates.push(r.blob("data")?),
+            _ => return Err(corrupt("part", "a second document row")),
+        }
+    }
+    Ok(Some(DocState { snapshot, updates, last_seq }))
+}
+
+pub(super) fn snapshot_gen(r: &impl Cols) -> Result<i64> {
+    r.int("snapshot_gen")
+}
+
+/// (number of parts, their total length).
+pub(super) fn part_totals(r: &impl Cols) -> Result<(i64, i64)> {
+    Ok((r.int("n")?, r.int("bytes")?))
+}
+
+pub(super) fn generation(r: &impl Cols) -> Result<i64> {
+    r.int("gen")
 }
 
 pub(super) fn last_seq(r: &impl Cols) -> Result<i64> {

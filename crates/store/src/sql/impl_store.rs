@@ -76,6 +76,43 @@ macro_rules! impl_store {
                     self.pool.begin_with($begin).await.map_err(db_err)
                 }
 
+                /// Deletes the parts of every generation of the doc but `current`
+                /// (what a crash mid-compaction, or after a switch, left behind).
+                async fn delete_stale_parts(&self, app_id: &str, name: &str, current: i64) -> Result<()> {
+                    let gens = sqlx::query(q::STALE_SNAPSHOT_GENS)
+                        .bind(app_id)
+                        .bind(name)
+                        .bind(current)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                    for row in gens {
+                        self.delete_parts(app_id, name, decode::generation(&row)?).await?;
+                    }
+                    Ok(())
+                }
+
+                /// Deletes generation `generation` of the doc's snapshot parts, a few
+                /// parts per transaction.
+                async fn delete_parts(&self, app_id: &str, name: &str, generation: i64) -> Result<()> {
+                    loop {
+                        let mut tx = self.write_tx().await?;
+                        let deleted = sqlx::query(q::DELETE_SNAPSHOT_PARTS)
+                            .bind(app_id)
+                            .bind(name)
+                            .bind(generation)
+                            .bind($crate::sql::PARTS_PER_DELETE)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?
+                            .rows_affected();
+                        tx.commit().await.map_err(db_err)?;
+                        if deleted == 0 {
+                            return Ok(());
+                        }
+                    }
+                }
+
                 /// Writes `events` into the outbox on `conn` (inside the
                 /// transaction of the change they report).
                 async fn insert_outbox(
@@ -1037,6 +1074,11 @@ macro_rules! impl_store {
                     decode::doc_state(&rows)
                 }
 
+                /// Writes the snapshot as a new generation of parts, one short
+                /// transaction each, then switches to it (see migration 0009):
+                /// no transaction holds the write lock for longer than one part.
+                /// One compaction of a document at a time (the caller's duty);
+                /// even so, the switch checks that every part is there.
                 async fn compact_doc(
                     &self,
                     key: &DocKey,
@@ -1045,15 +1087,55 @@ macro_rules! impl_store {
                     now: OffsetDateTime,
                 ) -> Result<()> {
                     let app_id = key.app_id.to_string();
-                    let mut tx = self.write_tx().await?;
                     let snapshot_bytes =
                         i64::try_from(snapshot.len()).map_err(|_| StoreError::Conflict("snapshot_too_large"))?;
+                    // Refuse what the switch would refuse before writing any part.
+                    let seqs = sqlx::query(q::GET_DOC_SEQS)
+                        .bind(&app_id)
+                        .bind(&key.name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?
+                        .ok_or(StoreError::NotFound)?;
+                    let current = decode::snapshot_gen(&seqs)?;
+                    $crate::sql::compaction_refusal(decode::snapshot_seq(&seqs)?, decode::last_seq(&seqs)?, upto_seq)?;
+                    self.delete_stale_parts(&app_id, &key.name, current).await?;
+                    let generation = current + 1;
+                    let parts = $crate::sql::snapshot_parts(snapshot);
+                    for (i, part) in parts.iter().enumerate() {
+                        let mut tx = self.write_tx().await?;
+                        sqlx::query(q::PUT_SNAPSHOT_PART)
+                            .bind(&app_id)
+                            .bind(&key.name)
+                            .bind(generation)
+                            .bind(i as i64)
+                            .bind(*part)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        tx.commit().await.map_err(db_err)?;
+                        #[cfg(test)]
+                        $crate::sql::part_written(&key.name).await;
+                    }
+                    let mut tx = self.write_tx().await?;
+                    let totals = sqlx::query(q::SNAPSHOT_PART_TOTALS)
+                        .bind(&app_id)
+                        .bind(&key.name)
+                        .bind(generation)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if decode::part_totals(&totals)? != (parts.len() as i64, snapshot_bytes) {
+                        return Err(StoreError::Conflict("concurrent_compaction"));
+                    }
                     let stored = sqlx::query(q::SET_DOC_SNAPSHOT)
                         .bind(&app_id)
                         .bind(&key.name)
                         .bind(snapshot_bytes)
                         .bind(upto_seq)
                         .bind(secs(now))
+                        .bind(generation)
+                        .bind(current)
                         .execute(&mut *tx)
                         .await
                         .map_err(db_err)?
@@ -1064,20 +1146,16 @@ macro_rules! impl_store {
                             .bind(&key.name)
                             .fetch_optional(&mut *tx)
                             .await
-                            .map_err(db_err)?;
-                        return Err(match seqs {
-                            None => StoreError::NotFound,
-                            Some(r) if upto_seq < decode::snapshot_seq(&r)? => StoreError::Conflict("stale_compaction"),
-                            Some(_) => StoreError::Conflict("seq_out_of_range"),
-                        });
+                            .map_err(db_err)?
+                            .ok_or(StoreError::NotFound)?;
+                        $crate::sql::compaction_refusal(
+                            decode::snapshot_seq(&seqs)?,
+                            decode::last_seq(&seqs)?,
+                            upto_seq,
+                        )?;
+                        // Another compaction switched generations meanwhile.
+                        return Err(StoreError::Conflict("stale_compaction"));
                     }
-                    sqlx::query(q::PUT_DOC_SNAPSHOT)
-                        .bind(&app_id)
-                        .bind(&key.name)
-                        .bind(snapshot)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
                     sqlx::query(q::DELETE_DOC_UPDATES_UPTO)
                         .bind(&app_id)
                         .bind(&key.name)
@@ -1092,6 +1170,12 @@ macro_rules! impl_store {
                         .await
                         .map_err(db_err)?;
                     tx.commit().await.map_err(db_err)?;
+                    // The replaced generation goes in short transactions too. If
+                    // that fails, the compaction still stands: loads read only the
+                    // current generation, and the next compaction deletes the rest.
+                    if let Err(e) = self.delete_parts(&app_id, &key.name, current).await {
+                        tracing::warn!(error = %e, "deleting a replaced snapshot failed; the next compaction will");
+                    }
                     Ok(())
                 }
 

@@ -190,6 +190,53 @@ fn group_by_chain(events: &[crate::AuditRecord]) -> Vec<(String, Vec<usize>)> {
     chains.into_iter().collect()
 }
 
+/// A snapshot is written in parts of this size, one transaction each, so
+/// no compaction holds SQLite's one write lock for longer than a part
+/// takes (about a millisecond) however large the document.
+const SNAPSHOT_PART_BYTES: usize = 256 * 1024;
+
+/// Parts of a replaced snapshot deleted per transaction.
+const PARTS_PER_DELETE: i64 = 4;
+
+/// The parts `snapshot` is stored as; one (empty) part for an empty one, so
+/// that it still reads back as a snapshot.
+fn snapshot_parts(snapshot: &[u8]) -> Vec<&[u8]> {
+    if snapshot.is_empty() { vec![snapshot] } else { snapshot.chunks(SNAPSHOT_PART_BYTES).collect() }
+}
+
+/// Why compacting up to `upto` is refused for a doc at (`snapshot_seq`,
+/// `last_seq`), if it is.
+fn compaction_refusal(snapshot_seq: i64, last_seq: i64, upto: i64) -> Result<()> {
+    if upto < snapshot_seq {
+        Err(StoreError::Conflict("stale_compaction"))
+    } else if upto > last_seq {
+        Err(StoreError::Conflict("seq_out_of_range"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Tests hold a compaction between its parts: a gate per document name,
+/// taken (one permit) after each part is committed.
+#[cfg(test)]
+pub(crate) static PART_GATES: std::sync::Mutex<Vec<(String, std::sync::Arc<tokio::sync::Semaphore>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+async fn part_written(name: &str) {
+    let gate = PART_GATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, g)| g.clone());
+    if let Some(gate) = gate {
+        if let Ok(permit) = gate.acquire().await {
+            permit.forget();
+        }
+    }
+}
+
 fn byte_len(data: &[u8]) -> i64 {
     // A slice never holds more than isize::MAX bytes.
     i64::try_from(data.len()).unwrap_or(i64::MAX)

@@ -14,6 +14,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (6, "nodes", include_str!("../../migrations/postgres/0006_nodes.sql")),
     (7, "user_names", include_str!("../../migrations/postgres/0007_user_names.sql")),
     (8, "event_outbox", include_str!("../../migrations/postgres/0008_event_outbox.sql")),
+    (9, "snapshot_parts", include_str!("../../migrations/postgres/0009_snapshot_parts.sql")),
 ];
 
 const POOL_SIZE: u32 = 10;

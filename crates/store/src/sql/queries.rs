@@ -305,29 +305,46 @@ pub fn insert_doc_updates(remaining: usize) -> (usize, &'static str) {
 }
 
 /// The whole state in one statement, hence from one snapshot of the data
-/// even under PostgreSQL's READ COMMITTED: the doc row with its snapshot
-/// (`part` 0: the snapshot, NULL before the first compaction, and
-/// `last_seq`), then its log in seq order (`part` 1). The log holds only
-/// entries after the snapshot (compaction deletes the rest in the same
-/// transaction that stores the snapshot).
-pub const LOAD_DOC: &str = "SELECT CAST(0 AS BIGINT) AS part, s.data AS data, d.snapshot_seq AS seq, d.last_seq \
-     FROM documents d LEFT JOIN doc_snapshots s ON s.app_id = d.app_id AND s.name = d.name \
-     WHERE d.app_id = $1 AND d.name = $2 \
+/// even under PostgreSQL's READ COMMITTED: the doc row (`part` 0: its
+/// `last_seq`), the parts of its current snapshot generation in order
+/// (`part` 1; none before the first compaction), then its log in seq order
+/// (`part` 2). The log holds only entries after the snapshot (the switch to
+/// a new generation deletes the rest in the same transaction).
+pub const LOAD_DOC: &str = "SELECT CAST(0 AS BIGINT) AS part, NULL AS data, d.snapshot_seq AS seq, d.last_seq \
+     FROM documents d WHERE d.app_id = $1 AND d.name = $2 \
      UNION ALL \
-     SELECT CAST(1 AS BIGINT), data, seq, CAST(NULL AS BIGINT) FROM doc_updates WHERE app_id = $1 AND name = $2 \
+     SELECT CAST(1 AS BIGINT), p.data, p.part, CAST(NULL AS BIGINT) FROM doc_snapshot_parts p \
+     JOIN documents d ON d.app_id = p.app_id AND d.name = p.name AND d.snapshot_gen = p.gen \
+     WHERE p.app_id = $1 AND p.name = $2 \
+     UNION ALL \
+     SELECT CAST(2 AS BIGINT), data, seq, CAST(NULL AS BIGINT) FROM doc_updates WHERE app_id = $1 AND name = $2 \
      ORDER BY part, seq";
-/// Moves the doc's snapshot mark to `$4` (`$3` is the new snapshot's
-/// length) if that covers at least what the stored snapshot does and no
-/// seq beyond the last assigned; the caller then stores the snapshot with
-/// [`PUT_DOC_SNAPSHOT`]. On PostgreSQL this takes the row lock first, so no
-/// append for the doc can commit until the compaction has.
-pub const SET_DOC_SNAPSHOT: &str = "UPDATE documents SET snapshot_seq = $4, snapshot_bytes = $3, compacted_at = $5 \
-     WHERE app_id = $1 AND name = $2 AND snapshot_seq <= $4 AND last_seq >= $4";
-/// The snapshot lives in a table of its own: the doc row, which every
-/// append rewrites, stays small (see migration 0005).
-pub const PUT_DOC_SNAPSHOT: &str = "INSERT INTO doc_snapshots (app_id, name, data) VALUES ($1, $2, $3) \
-     ON CONFLICT (app_id, name) DO UPDATE SET data = excluded.data";
-pub const GET_DOC_SEQS: &str = "SELECT snapshot_seq, last_seq FROM documents WHERE app_id = $1 AND name = $2";
+/// Switches the doc to snapshot generation `$6` (written beforehand by
+/// [`PUT_SNAPSHOT_PART`]), covering the log up to `$4` (`$3` is the new
+/// snapshot's length), if that covers at least what the stored snapshot
+/// does, no seq beyond the last assigned, and the generation is still the
+/// `$7` the compaction started from. On PostgreSQL this takes the row lock
+/// first, so no append for the doc can commit until the switch has.
+pub const SET_DOC_SNAPSHOT: &str = "UPDATE documents SET snapshot_seq = $4, snapshot_bytes = $3, compacted_at = $5, \
+     snapshot_gen = $6 \
+     WHERE app_id = $1 AND name = $2 AND snapshot_seq <= $4 AND last_seq >= $4 AND snapshot_gen = $7";
+/// One part of a snapshot being written (see migration 0009).
+pub const PUT_SNAPSHOT_PART: &str =
+    "INSERT INTO doc_snapshot_parts (app_id, name, gen, part, data) VALUES ($1, $2, $3, $4, $5)";
+/// How many parts generation `$3` has and their total length: checked
+/// before switching to it, so a snapshot is never switched to half-written.
+pub const SNAPSHOT_PART_TOTALS: &str = "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(data)), 0) AS bytes \
+     FROM doc_snapshot_parts WHERE app_id = $1 AND name = $2 AND gen = $3";
+/// The generations of the doc's parts other than `$3` (the current one):
+/// what a crash left behind, or what the last switch replaced.
+pub const STALE_SNAPSHOT_GENS: &str =
+    "SELECT DISTINCT gen FROM doc_snapshot_parts WHERE app_id = $1 AND name = $2 AND gen <> $3";
+/// Deletes up to `$4` parts of generation `$3` (a short transaction each).
+pub const DELETE_SNAPSHOT_PARTS: &str = "DELETE FROM doc_snapshot_parts \
+     WHERE app_id = $1 AND name = $2 AND gen = $3 AND part IN (SELECT part FROM doc_snapshot_parts \
+     WHERE app_id = $1 AND name = $2 AND gen = $3 ORDER BY part LIMIT $4)";
+pub const GET_DOC_SEQS: &str =
+    "SELECT snapshot_seq, last_seq, snapshot_gen FROM documents WHERE app_id = $1 AND name = $2";
 pub const DELETE_DOC_UPDATES_UPTO: &str = "DELETE FROM doc_updates WHERE app_id = $1 AND name = $2 AND seq <= $3";
 pub const RECOUNT_DOC_SIZE: &str = "UPDATE documents SET size_bytes = snapshot_bytes + \
      COALESCE((SELECT SUM(LENGTH(u.data)) FROM doc_updates u WHERE u.app_id = $1 AND u.name = $2), 0) \

@@ -17,6 +17,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (6, "nodes", include_str!("../../migrations/sqlite/0006_nodes.sql")),
     (7, "user_names", include_str!("../../migrations/sqlite/0007_user_names.sql")),
     (8, "event_outbox", include_str!("../../migrations/sqlite/0008_event_outbox.sql")),
+    (9, "snapshot_parts", include_str!("../../migrations/sqlite/0009_snapshot_parts.sql")),
 ];
 
 /// SQLite serialises writers anyway; a few connections let reads run
@@ -326,6 +327,89 @@ mod tests {
             assert!(len.unwrap_or(0) < 256, "documents.{column} holds {len:?} bytes");
         }
         assert_eq!(store.load_doc(&key).await.unwrap().unwrap().snapshot, Some(vec![7; 1024 * 1024]));
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Parts of generation `generation` of the doc named `name`.
+    async fn parts_of(store: &SqliteStore, name: &str, generation: i64) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM doc_snapshot_parts WHERE name = $1 AND gen = $2")
+            .bind(name)
+            .bind(generation)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_for_parts(store: &SqliteStore, name: &str, generation: i64, n: i64) {
+        for _ in 0..1000 {
+            if parts_of(store, name, generation).await >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("part {n} of generation {generation} never committed on its own");
+    }
+
+    /// A compaction commits its snapshot part by part: held between two
+    /// parts, it holds no lock, so appends to other documents (and to its
+    /// own) go through meanwhile; the old snapshot serves loads until the
+    /// switch; a compaction that dies mid-way leaves the old one whole, and
+    /// the next one deletes what it left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_compaction_writes_its_snapshot_in_parts_without_holding_the_writer() {
+        let (store, dir) = file_store().await;
+        let app = crate::contract::doc_app(&store).await;
+        let name = format!("large-{}", uuid::Uuid::new_v4());
+        let (big, other) = (crate::contract::doc_key(app.id, &name), crate::contract::doc_key(app.id, "other"));
+        let now = OffsetDateTime::now_utc();
+        store.append_doc_updates(&[(big.clone(), vec![1])], now).await.unwrap();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        super::super::PART_GATES.lock().unwrap().push((name.clone(), gate.clone()));
+        let snapshot: Vec<u8> = (0..4 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+        let compaction = tokio::spawn({
+            let (store, big, snapshot) = (store.clone(), big.clone(), snapshot.clone());
+            async move { store.compact_doc(&big, &snapshot, 1, now).await }
+        });
+        wait_for_parts(&store, &name, 1, 1).await;
+        let appended = tokio::time::timeout(Duration::from_secs(20), async {
+            store.append_doc_updates(&[(other.clone(), vec![9])], now).await.unwrap();
+            store.append_doc_updates(&[(big.clone(), vec![2])], now).await.unwrap()
+        })
+        .await
+        .expect("an append waited for the whole compaction");
+        assert_eq!(appended, vec![2]);
+        let before = store.load_doc(&big).await.unwrap().unwrap();
+        assert_eq!((before.snapshot, before.updates), (None, vec![vec![1], vec![2]]));
+        gate.add_permits(1_000);
+        compaction.await.unwrap().unwrap();
+        let after = store.load_doc(&big).await.unwrap().unwrap();
+        assert_eq!((after.snapshot.as_ref(), after.updates, after.last_seq), (Some(&snapshot), vec![vec![2]], 2));
+        assert_eq!(parts_of(&store, &name, 1).await, 16);
+        assert_eq!(store.get_doc(&big).await.unwrap().unwrap().size_bytes, 4 * 1024 * 1024 + 1);
+
+        // A compaction that dies between its parts.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        super::super::PART_GATES.lock().unwrap().retain(|(n, _)| n != &name);
+        super::super::PART_GATES.lock().unwrap().push((name.clone(), gate.clone()));
+        let dying = tokio::spawn({
+            let (store, big) = (store.clone(), big.clone());
+            async move { store.compact_doc(&big, &[5; 1024 * 1024], 2, now).await }
+        });
+        wait_for_parts(&store, &name, 2, 1).await;
+        dying.abort();
+        assert!(dying.await.unwrap_err().is_cancelled());
+        assert_eq!(store.load_doc(&big).await.unwrap().unwrap().snapshot.as_ref(), Some(&snapshot));
+        super::super::PART_GATES.lock().unwrap().retain(|(n, _)| n != &name);
+        store.compact_doc(&big, b"small", 2, now).await.unwrap();
+        let state = store.load_doc(&big).await.unwrap().unwrap();
+        assert_eq!((state.snapshot.as_deref(), state.updates.len()), (Some(&b"small"[..]), 0));
+        let gens: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT gen FROM doc_snapshot_parts WHERE name = $1")
+            .bind(&name)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(gens, vec![2], "the dead compaction's parts and the replaced snapshot are gone");
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
