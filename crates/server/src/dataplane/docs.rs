@@ -680,6 +680,7 @@ async fn sweeper(docs: std::sync::Weak<Docs>, idle_unload: Duration) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     /// A write refused or abandoned before it was handed over gives its

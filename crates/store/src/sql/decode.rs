@@ -23,7 +23,6 @@ pub(super) trait Cols {
     fn int(&self, col: &str) -> Result<i64>;
     fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     fn blob(&self, col: &str) -> Result<Vec<u8>>;
-    fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>>;
     fn flag(&self, col: &str) -> Result<bool>;
 
     fn time(&self, col: &str) -> Result<OffsetDateTime> {
@@ -62,9 +61,6 @@ macro_rules! impl_cols {
                 self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
             }
             fn blob(&self, col: &str) -> Result<Vec<u8>> {
-                self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
-            }
-            fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>> {
                 self.try_get(col).map_err(|e| corrupt(col, &e.to_string()))
             }
             fn flag(&self, col: &str) -> Result<bool> {

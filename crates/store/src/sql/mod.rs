@@ -230,10 +230,10 @@ async fn part_written(name: &str) {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, g)| g.clone());
-    if let Some(gate) = gate {
-        if let Ok(permit) = gate.acquire().await {
-            permit.forget();
-        }
+    if let Some(gate) = gate
+        && let Ok(permit) = gate.acquire().await
+    {
+        permit.forget();
     }
 }
 

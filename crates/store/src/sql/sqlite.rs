@@ -169,7 +169,7 @@ impl SqliteStore {
 impl_store!(SqliteStore, sqlx::Sqlite, begin_write = "BEGIN IMMEDIATE", locks = plain);
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::Store;
