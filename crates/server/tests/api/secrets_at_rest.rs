@@ -93,11 +93,20 @@ async fn no_secret_is_stored_in_the_clear() {
         secrets.push((format!("private key chunk {i}"), chunk.to_vec()));
     }
     let mut scanned = 0;
-    for entry in std::fs::read_dir(&data_dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "master.key" || n == "outbox") {
-            continue;
+    // The data dir and its directories (the document journal's segments).
+    let mut files = Vec::new();
+    let mut dirs = vec![data_dir.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n == "master.key" || n == "outbox") {
+                continue;
+            }
+            if path.is_dir() { dirs.push(path) } else { files.push(path) }
         }
+    }
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "log")), "the journal was scanned: {files:?}");
+    for path in files {
         // SQLite may remove its -wal/-shm files as the last connection closes.
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,

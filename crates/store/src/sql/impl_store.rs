@@ -796,6 +796,12 @@ macro_rules! impl_store {
                     }
                     Self::insert_outbox(&mut tx, events).await?;
                     tx.commit().await.map_err(db_err)?;
+                    // Its documents went by cascade; what the journal still
+                    // holds of them is dropped by the fold, and new appends
+                    // to them check the app again (and fail).
+                    if let Some(writer) = self.doc_writer() {
+                        writer.forget_app(app);
+                    }
                     Ok(())
                 }
 
@@ -1065,6 +1071,10 @@ macro_rules! impl_store {
                 }
 
                 async fn load_doc(&self, key: &DocKey) -> Result<Option<DocState>> {
+                    // The journal of a SQLite file folded first (see `super::doclog`).
+                    if let Some(writer) = self.doc_writer() {
+                        writer.flush().await?;
+                    }
                     let rows = sqlx::query(q::LOAD_DOC)
                         .bind(key.app_id.to_string())
                         .bind(&key.name)
@@ -1086,6 +1096,10 @@ macro_rules! impl_store {
                     upto_seq: i64,
                     now: OffsetDateTime,
                 ) -> Result<()> {
+                    // The journal of a SQLite file folded first (see `super::doclog`).
+                    if let Some(writer) = self.doc_writer() {
+                        writer.flush().await?;
+                    }
                     let app_id = key.app_id.to_string();
                     let snapshot_bytes =
                         i64::try_from(snapshot.len()).map_err(|_| StoreError::Conflict("snapshot_too_large"))?;
@@ -1180,6 +1194,10 @@ macro_rules! impl_store {
                 }
 
                 async fn get_doc(&self, key: &DocKey) -> Result<Option<DocRecord>> {
+                    // The journal of a SQLite file folded first (see `super::doclog`).
+                    if let Some(writer) = self.doc_writer() {
+                        writer.flush().await?;
+                    }
                     sqlx::query(q::GET_DOC)
                         .bind(key.app_id.to_string())
                         .bind(&key.name)
@@ -1191,6 +1209,10 @@ macro_rules! impl_store {
                 }
 
                 async fn list_docs(&self, app: AppId, after: Option<&str>, limit: u32) -> Result<Page<DocRecord>> {
+                    // The journal of a SQLite file folded first (see `super::doclog`).
+                    if let Some(writer) = self.doc_writer() {
+                        writer.flush().await?;
+                    }
                     let limit = clamp_limit(limit);
                     let items = sqlx::query(q::LIST_DOCS)
                         .bind(app.to_string())
@@ -1206,6 +1228,10 @@ macro_rules! impl_store {
                 }
 
                 async fn delete_doc(&self, key: &DocKey, events: &[OutboxEvent]) -> Result<bool> {
+                    // The journal of a SQLite file folded first (see `super::doclog`).
+                    if let Some(writer) = self.doc_writer() {
+                        writer.flush().await?;
+                    }
                     let mut tx = self.write_tx().await?;
                     let done = sqlx::query(q::DELETE_DOC)
                         .bind(key.app_id.to_string())
@@ -1223,12 +1249,20 @@ macro_rules! impl_store {
                 }
 
                 async fn count_docs(&self, app: AppId) -> Result<i64> {
+                    // The journal of a SQLite file folded first (see `super::doclog`).
+                    if let Some(writer) = self.doc_writer() {
+                        writer.flush().await?;
+                    }
                     let row =
                         sqlx::query(q::COUNT_DOCS).bind(app.to_string()).fetch_one(&self.pool).await.map_err(db_err)?;
                     decode::count(&row)
                 }
 
                 async fn doc_log_stats(&self, key: &DocKey) -> Result<(i64, i64)> {
+                    // The journal of a SQLite file folded first (see `super::doclog`).
+                    if let Some(writer) = self.doc_writer() {
+                        writer.flush().await?;
+                    }
                     let row = sqlx::query(q::DOC_LOG_STATS)
                         .bind(key.app_id.to_string())
                         .bind(&key.name)

@@ -15,6 +15,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (7, "user_names", include_str!("../../migrations/postgres/0007_user_names.sql")),
     (8, "event_outbox", include_str!("../../migrations/postgres/0008_event_outbox.sql")),
     (9, "snapshot_parts", include_str!("../../migrations/postgres/0009_snapshot_parts.sql")),
+    (10, "doc_journal", include_str!("../../migrations/postgres/0010_doc_journal.sql")),
 ];
 
 const POOL_SIZE: u32 = 10;

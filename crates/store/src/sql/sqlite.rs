@@ -18,6 +18,7 @@ const MIGRATIONS: &[MigrationFile] = &[
     (7, "user_names", include_str!("../../migrations/sqlite/0007_user_names.sql")),
     (8, "event_outbox", include_str!("../../migrations/sqlite/0008_event_outbox.sql")),
     (9, "snapshot_parts", include_str!("../../migrations/sqlite/0009_snapshot_parts.sql")),
+    (10, "doc_journal", include_str!("../../migrations/sqlite/0010_doc_journal.sql")),
 ];
 
 /// SQLite serialises writers anyway; a few connections let reads run
@@ -67,8 +68,16 @@ fn pool_options(path: &Path) -> SqliteConnectOptions {
         .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES.to_string())
 }
 
-/// The document log writer's connection (see [`DocWriter`]) to the file at
-/// `path`, which the pool has created and migrated: the same settings as
+/// Where the document log's journal (see [`DocWriter`]) of the database file
+/// at `path` lives: a directory beside it, `<file>-doclog`.
+pub(super) fn journal_dir(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push("-doclog");
+    path.with_file_name(name)
+}
+
+/// A connection of the document log writer (see [`DocWriter`]) to the file
+/// at `path`, which the pool has created and migrated: the same settings as
 /// [`pool_options`]. Blocking; called on the writer's thread.
 pub(super) fn writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
@@ -88,8 +97,9 @@ pub(super) fn writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Conne
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// Runs the document log appends of a file-backed store; `None` in
-    /// memory, where a second connection would open a database of its own.
+    /// Journals the document log appends of a file-backed store and folds
+    /// them into its tables; `None` in memory, where a second connection
+    /// would open a database of its own.
     /// Shared by the clones: the thread ends with the last of them.
     doc_writer: Option<Arc<DocWriter>>,
 }
@@ -103,7 +113,7 @@ impl SqliteStore {
         let mut store = Self::migrated(pool).await?;
         // After the migrations: the writer's statements need the schema.
         let path: PathBuf = path.to_owned();
-        let writer = DocWriter::start(move || writer_connection(&path)).await;
+        let writer = DocWriter::start(journal_dir(&path), move || writer_connection(&path)).await;
         match writer {
             Ok(writer) => store.doc_writer = Some(Arc::new(writer)),
             Err(e) => {
@@ -148,7 +158,7 @@ impl SqliteStore {
     }
 
     /// Where document log appends go instead of the pool, if anywhere.
-    fn doc_writer(&self) -> Option<&DocWriter> {
+    pub(super) fn doc_writer(&self) -> Option<&DocWriter> {
         self.doc_writer.as_deref()
     }
 
