@@ -67,7 +67,7 @@ use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 
 /// How often the journal is folded into the tables (and synced).
-const FOLD_EVERY: Duration = Duration::from_millis(200);
+const FOLD_EVERY: Duration = Duration::from_millis(1000);
 /// A fold starts early once this many entries wait.
 const FOLD_SOON: usize = 2048;
 /// At most this many entries go into one fold transaction, so one
@@ -75,8 +75,10 @@ const FOLD_SOON: usize = 2048;
 const MAX_FOLD_ENTRIES: usize = 8192;
 /// How often the journal is synced to the disk, after a fold: what a power
 /// loss can take (a killed process loses nothing).
-const SYNC_EVERY: Duration = Duration::from_millis(500);
-/// A failing fold is retried after 200 ms, doubling up to this.
+const SYNC_EVERY: Duration = Duration::from_millis(1000);
+/// The folding thread's nice value (its own; the connections' tasks keep 0).
+const FOLDER_NICE: i32 = 10;
+/// A failing fold is retried after [`FOLD_EVERY`], doubling up to this.
 const MAX_FOLD_BACKOFF: Duration = Duration::from_secs(5);
 /// A journal segment is closed, and a new one begun, past this size.
 const SEGMENT_BYTES: u64 = 8 << 20;
@@ -563,6 +565,12 @@ impl DocWriter {
             .spawn(move || {
                 // Dropped last, after the connections.
                 let _ending = ending;
+                // Folding is background work: a fold of a second's writes
+                // must not take a core from the connections' tasks (on
+                // Linux this sets the nice value of this thread alone).
+                if let Err(e) = rustix::process::setpriority_process(None, FOLDER_NICE) {
+                    tracing::debug!(error = %e, "lowering the document journal thread's priority failed");
+                }
                 match open(&dir, &connect) {
                     Ok((shared, conn)) => {
                         let _ = opened.send(Ok(shared.clone()));
