@@ -160,6 +160,24 @@ test('change the plan seeing the prorated invoice first', async () => {
   assert.match(await invoices.textContent(), /\$\d+\.\d\d/)
 })
 
+test('rotating the client secret shows the new one once; the old one stops working', async () => {
+  await page.getByRole('button', { name: 'Rotate client secret' }).click()
+  const dialog = page.getByRole('dialog', { name: 'Rotate the client secret?' })
+  assert.match(await dialog.textContent(), /stops working at once/)
+  await dialog.getByRole('button', { name: 'Rotate secret' }).click()
+  const fresh = (await page.getByTestId('secret').textContent()).trim()
+  assert.notEqual(fresh, app.secret)
+  const token = (secret) => fetch(`${server.base}/oauth/token`, {
+    method: 'POST',
+    headers: { authorization: 'Basic ' + Buffer.from(`${app.clientId}:${secret}`).toString('base64') },
+    body: new URLSearchParams({ grant_type: 'client_credentials' })
+  })
+  assert.equal((await token(app.secret)).status, 401)
+  assert.equal((await token(fresh)).status, 200)
+  app.secret = fresh
+  await page.getByRole('button', { name: 'I have stored it' }).click()
+})
+
 test('rotate the signing key with a grace period', async () => {
   await page.getByRole('link', { name: 'Signing keys' }).click()
   const table = page.getByRole('table', { name: 'Signing keys' })
@@ -180,6 +198,17 @@ test('rotate the signing key with a grace period', async () => {
   await revoke.getByRole('button', { name: 'Cancel' }).click()
 })
 
+test('the tenant switcher shows each tenant with its own apps', async () => {
+  const token = JSON.parse(await session(page)).token
+  const r = await fetch(`${server.base}/v1/tenants`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Side Project' }) })
+  assert.equal(r.status, 201)
+  await page.reload()
+  await page.getByLabel('Tenant').selectOption({ label: 'Side Project' })
+  await page.getByText('No apps yet').waitFor()
+  await page.getByLabel('Tenant').selectOption({ label: OWNER.tenant })
+  await page.getByRole('table', { name: 'Apps' }).getByText('Notes').waitFor()
+})
+
 test('invite a viewer, who joins through the mailed link in another browser', async () => {
   await page.getByRole('link', { name: 'Members & roles' }).click()
   const form = page.getByRole('form', { name: 'Invite a member' })
@@ -188,6 +217,13 @@ test('invite a viewer, who joins through the mailed link in another browser', as
   await form.getByRole('button', { name: 'Send invitation' }).click()
   await page.getByText(`Invitation sent to ${VIEWER.email}`).waitFor()
   await page.getByRole('table', { name: 'Pending invitations' }).getByText(VIEWER.email).waitFor()
+  // A custom role from the resource × action grid.
+  await page.getByRole('button', { name: 'New custom role' }).click()
+  const editor = page.getByRole('form', { name: 'Role editor' })
+  await editor.getByLabel('Name').fill('support')
+  for (const p of ['apps read', 'documents read', 'documents update']) await editor.getByLabel(p, { exact: true }).check()
+  await editor.getByRole('button', { name: 'Create role' }).click()
+  await page.getByRole('table', { name: 'Roles' }).getByRole('row', { name: /support/ }).getByText('3 of 44').waitFor()
   await shot(page, '08-members')
 
   const link = await server.linkMailedTo(VIEWER.email, 'accept-invite')
@@ -265,6 +301,11 @@ test('the playground syncs two editors through the data plane, with presence', a
   await row.waitFor()
   assert.match(await row.textContent(), /\d+ B/)
   await shot(page, '11-documents')
+  await row.getByRole('button', { name: 'Delete' }).click()
+  const dialog = page.getByRole('dialog', { name: 'Delete playground?' })
+  assert.match(await dialog.textContent(), /4404/)
+  await dialog.getByRole('button', { name: 'Delete document' }).click()
+  await page.getByText('No documents yet').waitFor()
 })
 
 test('a webhook: created, sent a test event, its delivery in the log', async () => {
