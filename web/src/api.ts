@@ -143,7 +143,7 @@ export interface Me {
   mfa_enabled: boolean
   recovery_codes_remaining: number | null
   is_operator: boolean
-  tenants: { id: string, name: string, role: string }[]
+  tenants: { id: string, name: string, role: string, permissions: Permission[] }[]
   session_expires_at: string
 }
 

@@ -2,7 +2,7 @@
 // (navigation, tenant switcher, account menu) around the management pages.
 import type { ComponentChildren } from 'preact'
 import { useEffect, useMemo, useState } from 'preact/hooks'
-import { api, clearSession, get, getSession, getTenantChoice, onSessionEnded, setTenantChoice, type Me, type Role } from './api'
+import { api, clearSession, get, getSession, getTenantChoice, onSessionEnded, setTenantChoice, type Me } from './api'
 import { AcceptInvite, ForgotPassword, Login, ResetPassword, Setup } from './auth'
 import { SessionContext, type Ctx } from './context'
 import { Account } from './pages/account'
@@ -52,18 +52,15 @@ function SignedIn ({ route }: { route: string }) {
   const me = useLoad(() => get<Me>('/v1/me'), [])
   const [tenantId, setTenantId] = useState<string | null>(getTenantChoice())
   const tenant = me.data && (me.data.tenants.find((t) => t.id === tenantId) ?? me.data.tenants[0])
-  const role = useLoad<Role | null>(
-    () => tenant ? get<Role>(`/v1/tenants/${encodeURIComponent(tenant.id)}/roles/${encodeURIComponent(tenant.role)}`) : Promise.resolve(null),
-    [tenant?.id, tenant?.role]
-  )
   const ctx = useMemo<Ctx | null>(() => {
     if (!me.data || !tenant) return null
-    const perms = new Set((role.data?.permissions ?? []).map((p) => `${p.resource}:${p.action}`))
+    // What the role grants, as /v1/me says (custom roles included).
+    const perms = new Set(tenant.permissions.map((p) => `${p.resource}:${p.action}`))
     return { me: me.data, tenant, can: (r, a) => perms.has(`${r}:${a}`), reloadMe: me.reload }
-  }, [me.data, tenant, role.data])
+  }, [me.data, tenant])
 
   if (me.error) return <Frame><ErrorState error={me.error} retry={me.reload} /></Frame>
-  if (!me.data || role.loading) return <Frame><Spinner /></Frame>
+  if (!me.data) return <Frame><Spinner /></Frame>
   if (!tenant || !ctx) {
     return <Frame><div class='state empty'><strong>You are not a member of any tenant.</strong><p>Ask an admin for an invitation.</p><LogoutButton /></div></Frame>
   }

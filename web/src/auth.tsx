@@ -70,9 +70,12 @@ export function Login ({ notice }: { notice?: string | null }) {
             <Field label={useRecovery ? 'Recovery code' : 'Authentication code'} hint={useRecovery ? 'One of the codes you saved when you turned on two-factor authentication.' : 'The 6-digit code your authenticator app shows.'}>
               <input name='totp' inputMode={useRecovery ? 'text' : 'numeric'} autoComplete='one-time-code' required autoFocus value={code} onInput={(e) => setCode(inputValue(e))} />
             </Field>
-            <button type='button' class='btn-link' onClick={() => { setUseRecovery(!useRecovery); setCode('') }}>
-              {useRecovery ? 'Use an authentication code instead' : 'Use a recovery code instead'}
-            </button>
+            <div class='row spread'>
+              <button type='button' class='btn-link' onClick={() => { setUseRecovery(!useRecovery); setCode('') }}>
+                {useRecovery ? 'Use an authentication code instead' : 'Use a recovery code instead'}
+              </button>
+              <button type='button' class='btn-link' onClick={() => { setMfa(null); setCode(''); setError(null) }}>Use another account</button>
+            </div>
           </>
         )}
         {error ? <Alert>{message(error)}</Alert> : null}

@@ -3,11 +3,11 @@
 // enforces it).
 import { createContext } from 'preact'
 import { useContext } from 'preact/hooks'
-import type { Me } from './api'
+import type { Me, Permission } from './api'
 
 export interface Ctx {
   me: Me
-  tenant: { id: string, name: string, role: string }
+  tenant: { id: string, name: string, role: string, permissions: Permission[] }
   can: (resource: string, action: string) => boolean
   reloadMe: () => void
 }

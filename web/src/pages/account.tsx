@@ -1,7 +1,7 @@
 // The signed-in user's own security: two-factor enrolment (QR code, then a
 // code to prove it, then the recovery codes shown once).
 import { useState } from 'preact/hooks'
-import { message, post } from '../api'
+import { api, message, post } from '../api'
 import { useCtx } from '../context'
 import { Alert, CopyButton, Field, PageHeader, inputValue, type FormEvent } from '../ui'
 
@@ -22,6 +22,17 @@ export function Account () {
     setError(null)
     setBusy(true)
     try { setSetup(await post<Setup>('/v1/me/mfa/setup')) } catch (e) { setError(e) } finally { setBusy(false) }
+  }
+  const [offCode, setOffCode] = useState('')
+  const turnOff = async (e: FormEvent) => {
+    e.preventDefault()
+    setError(null)
+    setBusy(true)
+    try {
+      await api('DELETE', '/v1/me/mfa', { code: offCode.trim() })
+      setOffCode('')
+      ctx.reloadMe()
+    } catch (err) { setError(err) } finally { setBusy(false) }
   }
   const verify = async (e: FormEvent) => {
     e.preventDefault()
@@ -59,7 +70,15 @@ export function Account () {
           </div>
         )}
         {!codes && ctx.me.mfa_enabled && (
-          <p><span class='badge badge-ok'>On</span> Signing in needs a code from your authenticator app. {ctx.me.recovery_codes_remaining ?? 0} recovery codes left.</p>
+          <>
+            <p><span class='badge badge-ok'>On</span> Signing in needs a code from your authenticator app. {ctx.me.recovery_codes_remaining ?? 0} recovery codes left.</p>
+            <form class='row bottom' onSubmit={turnOff} aria-label='Turn off two-factor authentication'>
+              <Field label='Code, to turn it off' hint='A current code from the app, or a recovery code.'>
+                <input name='off-code' autoComplete='one-time-code' required value={offCode} onInput={(e) => setOffCode(inputValue(e))} />
+              </Field>
+              <button type='submit' class='btn btn-danger' disabled={busy}>Turn off</button>
+            </form>
+          </>
         )}
         {!codes && !ctx.me.mfa_enabled && !setup && (
           <>

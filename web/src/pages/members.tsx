@@ -16,6 +16,7 @@ export function Members () {
   const [notice, setNotice] = useState<string | null>(null)
   const [error, setError] = useState<unknown>(null)
   const [removing, setRemoving] = useState<Member | null>(null)
+  const [resetting, setResetting] = useState<Member | null>(null)
   const roleNames = roles.data?.items.map((r) => r.name) ?? []
   const canUpdate = ctx.can('members', 'update')
   const setRole = async (m: Member, role: string) => {
@@ -50,7 +51,10 @@ export function Members () {
                       )
                     : m.role}
                 </td>
-                <td>{m.mfa_enabled ? 'on' : 'off'}</td>
+                <td>
+                  {m.mfa_enabled ? 'on' : 'off'}
+                  {m.mfa_enabled && canUpdate && m.user_id !== ctx.me.id && <> <button type='button' class='btn-link' onClick={() => setResetting(m)}>Reset</button></>}
+                </td>
                 <td>{when(m.joined_at)}</td>
                 {ctx.can('members', 'delete') && <td class='num'>{m.user_id !== ctx.me.id && <button type='button' class='btn btn-danger' onClick={() => setRemoving(m)}>Remove</button>}</td>}
               </tr>
@@ -60,6 +64,18 @@ export function Members () {
       </section>
       {ctx.can('invites', 'read') && <Invites roles={roleNames} invites={invites.data?.items ?? []} reload={invites.reload} />}
       <Roles roles={roles.data?.items} reload={roles.reload} error={roles.error} />
+      <Confirm
+        open={resetting !== null} title={`Reset two-factor authentication of ${resetting?.email ?? ''}?`} confirm='Reset two-factor' danger
+        onClose={() => setResetting(null)}
+        onConfirm={async () => {
+          if (!resetting) return
+          await del(tpath(ctx, `/members/${resetting.user_id}/mfa`))
+          setNotice(`${resetting.email} signs in with the password alone until they turn two-factor authentication on again.`)
+          members.reload()
+        }}
+      >
+        <p>For a member who lost their authenticator and recovery codes: their authenticator and unused recovery codes stop working, and they sign in with their password alone until they enrol again.</p>
+      </Confirm>
       <Confirm
         open={removing !== null} title={`Remove ${removing?.email ?? ''}?`} confirm='Remove member' danger
         onClose={() => setRemoving(null)}

@@ -271,3 +271,34 @@ async fn members_list_and_delete_documents_and_mint_playground_tokens() {
     );
     app.stop().await;
 }
+
+/// The dashboard shows only the buttons the role allows: `/v1/me` says
+/// what each tenant's role grants, custom roles included.
+#[tokio::test]
+async fn me_lists_what_each_role_grants() {
+    let app = spawn_app().await;
+    let owner = app.setup().await;
+    let me: Value = app.get("/v1/me").bearer_auth(&owner.session).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["tenants"][0]["permissions"].as_array().unwrap().len(), 44, "{me}");
+
+    let tid = &owner.tenant_id;
+    let role = json!({"name": "support", "permissions": [
+        {"resource": "documents", "action": "update"}, {"resource": "apps", "action": "read"}]});
+    let r = app.post(&format!("/v1/tenants/{tid}/roles")).bearer_auth(&owner.session).json(&role).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let (support, _) = add_member(&app, tid, "support@example.com", "support").await;
+    let me: Value = app.get("/v1/me").bearer_auth(&support).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["tenants"][0]["role"], "support");
+    // In the canonical order, whatever order they were given in.
+    assert_eq!(
+        me["tenants"][0]["permissions"],
+        json!([{"resource": "apps", "action": "read"}, {"resource": "documents", "action": "update"}])
+    );
+
+    let (viewer, _) = add_member(&app, tid, "viewer@example.com", "viewer").await;
+    let me: Value = app.get("/v1/me").bearer_auth(&viewer).send().await.unwrap().json().await.unwrap();
+    let perms = me["tenants"][0]["permissions"].as_array().unwrap();
+    assert_eq!(perms.len(), 11);
+    assert!(perms.iter().all(|p| p["action"] == "read"), "{me}");
+    app.stop().await;
+}
