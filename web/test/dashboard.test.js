@@ -197,6 +197,18 @@ test('rotate the signing key with a grace period', async () => {
   assert.match(await revoke.textContent(), /every live session of this tenant/)
   await shot(page, '07-keys-revoke')
   await revoke.getByRole('button', { name: 'Cancel' }).click()
+  assert.equal(await table.getByText('revoked', { exact: true }).count(), 0, 'cancel revokes nothing')
+  // Revoke the retiring key for real.
+  const retiring = table.getByRole('row').filter({ hasText: 'retiring' })
+  const kid = (await retiring.locator('code').textContent()).trim()
+  await retiring.getByRole('button', { name: 'Revoke' }).click()
+  await page.getByRole('dialog', { name: `Revoke key ${kid}?` }).getByRole('button', { name: 'Revoke key' }).click()
+  await page.getByText(`Key ${kid} is revoked.`).waitFor()
+  await table.getByRole('row').filter({ hasText: kid }).getByText('revoked', { exact: true }).waitFor()
+  const me = await (await fetch(`${server.base}/v1/me`, { headers: { authorization: `Bearer ${JSON.parse(await session(page)).token}` } })).json()
+  const tenant = me.tenants.find((t) => t.name === OWNER.tenant).id
+  const jwks = await (await fetch(`${server.base}/${tenant}/.well-known/jwks.json`)).json()
+  assert.ok(jwks.keys.length >= 1 && !jwks.keys.some((k) => k.kid === kid), 'the revoked key left the JWKS')
 })
 
 test('the tenant switcher shows each tenant with its own apps', async () => {
@@ -264,9 +276,16 @@ test('invite a viewer, who joins through the mailed link in another browser', as
   await vp.getByRole('alert').filter({ hasText: "You don't have permission to do this" }).waitFor()
   await shot(vp, '09-viewer-forbidden')
 
-  // The owner sees the new member.
+  // The owner sees the new member and makes them an editor: the viewer's
+  // dashboard follows once reloaded.
   await page.reload()
-  await page.getByRole('table', { name: 'Members' }).getByText('Vera Viewer').waitFor()
+  const members = page.getByRole('table', { name: 'Members' })
+  await members.getByText('Vera Viewer').waitFor()
+  await members.getByLabel(`Role of ${VIEWER.email}`).selectOption('editor')
+  await page.getByText(`${VIEWER.email} is now editor.`).waitFor()
+  await vp.goto(url('apps'))
+  await vp.getByRole('button', { name: 'New app' }).waitFor()
+  assert.equal(await vp.getByTestId('role').textContent(), 'editor')
   assert.deepEqual(viewer.errors, [])
   await viewer.context.close()
 })
@@ -414,6 +433,17 @@ test('password reset through the mailed link', async () => {
   await p.waitForURL(url('apps'))
   assert.deepEqual(ctx.errors, [])
   await ctx.context.close()
+})
+
+test('deleting an app, after a confirmation', async () => {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Apps' }).click()
+  await page.getByRole('link', { name: 'Notes' }).click()
+  await page.getByRole('button', { name: 'Delete app' }).click()
+  const dialog = page.getByRole('dialog', { name: 'Delete Notes?' })
+  assert.match(await dialog.textContent(), /cannot be undone/)
+  await dialog.getByRole('button', { name: 'Delete app' }).click()
+  await page.waitForURL(url('apps'))
+  await page.getByText('No apps yet').waitFor()
 })
 
 test('no console errors in the owner browser', () => {
