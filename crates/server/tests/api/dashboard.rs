@@ -157,6 +157,12 @@ async fn a_plan_change_preview_matches_the_change_and_changes_nothing() {
     assert_eq!(app.post(&preview_path).json(&json!({"plan": "free"})).send().await.unwrap().status(), 401);
     let (viewer, _) = add_member(&app, &tid, "viewer@example.com", "viewer").await;
     assert_eq!(post(json!({"plan": "starter"}), &viewer).await.unwrap().status(), 200);
+    // A role without billing: read may not preview.
+    let role = json!({"name": "docs-only", "permissions": [{"resource": "documents", "action": "read"}]});
+    let r = app.post(&format!("/v1/tenants/{tid}/roles")).bearer_auth(&owner.session).json(&role).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let (docs_only, _) = add_member(&app, &tid, "docs@example.com", "docs-only").await;
+    assert_error(post(json!({"plan": "starter"}), &docs_only).await.unwrap(), 403, "forbidden").await;
     let other = app.create_user("other@example.com").await;
     let r = app.post("/v1/tenants").bearer_auth(&other).json(&json!({"name": "Other"})).send().await.unwrap();
     assert_eq!(r.status(), 201);
