@@ -11,6 +11,7 @@ import { AppDetail, Apps } from './pages/apps'
 import { Keys } from './pages/keys'
 import { Members } from './pages/members'
 import { Nodes } from './pages/nodes'
+import { NewTenant } from './pages/tenant'
 import { Redirect, navigate, useRoute } from './router'
 import { ErrorState, Link, Spinner, useLoad } from './ui'
 
@@ -72,6 +73,7 @@ function SignedIn ({ route }: { route: string }) {
     case 'members': body = <Members />; break
     case 'account': body = <Account />; break
     case 'audit': body = <Audit />; break
+    case 'new-tenant': body = <NewTenant onCreated={(id) => { setTenantChoice(id); setTenantId(id); me.reload(); navigate('apps') }} />; break
     case 'nodes': body = me.data.is_operator ? <Nodes /> : <ErrorState error={new Error('The node registry is for the platform operator only.')} />; break
     default:
       body = <Redirect to='apps' />
@@ -93,6 +95,7 @@ function SignedIn ({ route }: { route: string }) {
             </select>
             <span class='field-hint'>Your role: <strong data-testid='role'>{tenant.role}</strong></span>
           </label>
+          <Link to='new-tenant' class='nav-link small'>+ New tenant</Link>
           <nav aria-label='Main'>
             {NAV.filter(([, , r]) => !r || ctx.can(r, 'read')).map(([to, label]) => (
               <Link key={to} to={to} class={page === to ? 'nav-link active' : 'nav-link'} aria-current={page === to ? 'page' : undefined}>{label}</Link>

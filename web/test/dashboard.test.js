@@ -217,13 +217,14 @@ test('rotate the signing key with a grace period', async () => {
   assert.ok(jwks.keys.length >= 1 && !jwks.keys.some((k) => k.kid === kid), 'the revoked key left the JWKS')
 })
 
-test('the tenant switcher shows each tenant with its own apps', async () => {
-  const token = JSON.parse(await session(page)).token
-  const r = await fetch(`${server.base}/v1/tenants`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Side Project' }) })
-  assert.equal(r.status, 201)
-  await page.reload()
-  await page.getByLabel('Tenant').selectOption({ label: 'Side Project' })
+test('a new tenant from the sidebar; the switcher shows each tenant with its own apps', async () => {
+  await page.getByRole('link', { name: '+ New tenant' }).click()
+  await page.getByLabel('Tenant name').fill('Side Project')
+  await page.getByRole('button', { name: 'Create tenant' }).click()
+  // The new tenant is chosen, with its own (empty) apps and the creator as super_admin.
   await page.getByText('No apps yet').waitFor()
+  await until(async () => (await page.getByLabel('Tenant').inputValue()) !== '' && (await page.getByLabel('Tenant').locator('option:checked').textContent()) === 'Side Project', 'the new tenant to be chosen')
+  assert.equal(await page.getByTestId('role').textContent(), 'super_admin')
   await page.getByLabel('Tenant').selectOption({ label: OWNER.tenant })
   await page.getByRole('table', { name: 'Apps' }).getByText('Notes').waitFor()
 })
