@@ -216,6 +216,8 @@ pub enum ClientKeysCommand {
     /// Revoke a key now: every token it signed stops working and every
     /// connection it opened is closed
     Revoke {
+        /// A kid is base64url and may begin with `-`: still the kid, not a flag.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[arg(long)]
         yes: bool,
@@ -925,6 +927,25 @@ mod tests {
         assert_eq!(cents(&json!(1234)), "12.34");
         assert_eq!(cents(&json!(-5)), "-0.05");
         assert_eq!(cents(&json!(null)), "-");
+    }
+
+    #[test]
+    fn a_kid_that_begins_with_a_dash_is_the_kid() {
+        #[derive(clap::Parser)]
+        struct Keys {
+            #[command(subcommand)]
+            command: ClientKeysCommand,
+        }
+        use clap::Parser;
+        for args in [&["keys", "revoke", "-Mx3_a"][..], &["keys", "revoke", "-Mx3_a", "--yes"]] {
+            match Keys::try_parse_from(args).unwrap().command {
+                ClientKeysCommand::Revoke { kid, yes } => {
+                    assert_eq!(kid, "-Mx3_a");
+                    assert_eq!(yes, args.len() == 4);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -398,6 +398,10 @@ pub fn router(state: AppState) -> Router {
     )
     // After routing, before any handler: the one permission guard.
     .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::routes::policy::guard))
+    // After the guard's layer, so outside it: static files, no principal.
+    .route("/dashboard", get(crate::routes::dashboard::shell))
+    .route("/dashboard/", get(crate::routes::dashboard::shell))
+    .route("/dashboard/{*path}", get(crate::routes::dashboard::asset))
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     // Inside `track`, so refusals show in the request metrics too.

@@ -29,6 +29,11 @@ pub struct ClientTokenSpec {
     pub docs: Vec<String>,
     pub access: Access,
     pub ttl_seconds: Option<u64>,
+    /// One more browser origin (`host[:port]`) the token may connect from,
+    /// besides the app's allowed domains: the dashboard's own, for its
+    /// playground. Ignored for an app without allowed domains, which
+    /// accepts any origin already (adding one would restrict it).
+    pub extra_origin: Option<String>,
 }
 
 pub struct IssuedRefresh {
@@ -87,6 +92,12 @@ impl AppState {
         claims.name = spec.name;
         claims.docs = Some(spec.docs);
         claims.access = Some(spec.access);
+        if let Some(origin) = spec.extra_origin
+            && !claims.origins.is_empty()
+            && !claims.origins.contains(&origin)
+        {
+            claims.origins.push(origin);
+        }
         let signer = self.keys.signer(app.tenant_id).await?;
         let jwt = signer.sign(&claims)?;
         metrics::counter!("wiresocket_tokens_issued_total", "kind" => "client").increment(1);

@@ -396,10 +396,7 @@ pub async fn change_plan(
     let app = load_app(&state, &tenant, &aid).await?;
     let new_plan = PlanId::parse(&req.plan)?;
     let now = state.now();
-    let lines = prorate(app.created_at, now, app.plan, new_plan).map_err(|e| match e.code {
-        "plan_unchanged" => ApiError::conflict("plan_unchanged", e.message),
-        _ => e.into(),
-    })?;
+    let lines = plan_change_lines(&app, now, new_plan)?;
     let invoice = InvoiceRecord {
         id: InvoiceId::new(),
         app_id: app.id,
@@ -420,6 +417,54 @@ pub async fn change_plan(
     })
     .await?;
     Ok(Json(invoice.into()))
+}
+
+/// The invoice lines of moving `app` to `new_plan` at `now`: one rule for
+/// the change and its preview.
+fn plan_change_lines(app: &AppRecord, now: OffsetDateTime, new_plan: PlanId) -> Result<Vec<InvoiceLine>, ApiError> {
+    prorate(app.created_at, now, app.plan, new_plan).map_err(|e| match e.code {
+        "plan_unchanged" => ApiError::conflict("plan_unchanged", e.message),
+        _ => e.into(),
+    })
+}
+
+/// What a plan change would invoice if made now; nothing is changed or stored.
+#[derive(Serialize, ToSchema)]
+pub struct PlanPreview {
+    #[schema(value_type = String)]
+    app_id: AppId,
+    /// The current plan.
+    from: String,
+    /// The plan asked for.
+    plan: String,
+    lines: Vec<InvoiceLineView>,
+    total_cents: i64,
+}
+
+/// The prorated invoice of a plan change, before making it (the dashboard
+/// shows it for confirmation). The change itself may differ by the seconds
+/// between the two calls.
+#[utoipa::path(post, path = "/v1/tenants/{tid}/apps/{aid}/plan/preview", tag = "billing", security(("session" = [])),
+    params(("tid" = String, Path), ("aid" = String, Path)), request_body = ChangePlan,
+    responses((status = 200, body = PlanPreview), (status = 400, body = ErrorSchema), (status = 403, body = ErrorSchema),
+        (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema)))]
+pub async fn preview_plan(
+    State(state): State<AppState>,
+    session: HumanSession,
+    ApiPath((tid, aid)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<ChangePlan>,
+) -> Result<Json<PlanPreview>, ApiError> {
+    let (tenant, _) = state.authorize(&session, &tid, Resource::Billing, Action::Read).await?;
+    let app = load_app(&state, &tenant, &aid).await?;
+    let new_plan = PlanId::parse(&req.plan)?;
+    let lines = plan_change_lines(&app, state.now(), new_plan)?;
+    Ok(Json(PlanPreview {
+        app_id: app.id,
+        from: app.plan.as_str().to_owned(),
+        plan: new_plan.as_str().to_owned(),
+        total_cents: invoice_total(&lines),
+        lines: lines.into_iter().map(Into::into).collect(),
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tid}/apps/{aid}/invoices", tag = "billing", security(("session" = [])),

@@ -83,8 +83,18 @@ pub async fn list_docs(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Paged<DocView>>, ApiError> {
     require_m2m(&token)?;
-    let page = state.store.list_docs(token.app.id, q.after()?.as_deref(), q.limit()?).await?;
-    Ok(Json(Paged::from_store(page, |d: DocRecord| {
+    list_app_docs(&state, token.app.id, &q).await.map(Json)
+}
+
+/// One page of an app's documents with their live connection counts (the
+/// backend's `/v1/docs` and the dashboard's per-app list).
+pub(crate) async fn list_app_docs(
+    state: &AppState,
+    app: domain::ids::AppId,
+    q: &PageQuery,
+) -> Result<Paged<DocView>, ApiError> {
+    let page = state.store.list_docs(app, q.after()?.as_deref(), q.limit()?).await?;
+    Ok(Paged::from_store(page, |d: DocRecord| {
         let key = store::DocKey { app_id: d.app_id, name: d.name.clone() };
         let connections = state.docs.loaded(&key).and_then(|s| s.room().map(|r| r.connection_count())).unwrap_or(0);
         DocView {
@@ -94,7 +104,7 @@ pub async fn list_docs(
             updated_at: d.updated_at,
             connections,
         }
-    })))
+    }))
 }
 
 /// The document's full state as one Yjs v1 update.
@@ -170,8 +180,18 @@ pub async fn delete_doc(
 ) -> Result<StatusCode, ApiError> {
     require_m2m(&token)?;
     let key = doc_key(&token, &doc)?;
+    delete_document(&state, &token.app, key).await
+}
+
+/// Deletes one document of `app` (the backend's REST and the dashboard):
+/// the `document.deleted` event, closing its connections with 4404.
+pub(crate) async fn delete_document(
+    state: &AppState,
+    app: &store::AppRecord,
+    key: store::DocKey,
+) -> Result<StatusCode, ApiError> {
     let data = json!({"doc": key.name});
-    let event = state.events.event(token.app.tenant_id, Some(token.app.id), WebhookEvent::DocumentDeleted, data)?;
+    let event = state.events.event(app.tenant_id, Some(app.id), WebhookEvent::DocumentDeleted, data)?;
     if !state.store.delete_doc(&key, &[event]).await? {
         return Err(ApiError::not_found());
     }

@@ -239,6 +239,9 @@ pub struct MeTenant {
     id: TenantId,
     name: String,
     role: String,
+    /// What `role` grants in this tenant (custom roles included), so a
+    /// client can show only what the user may do; the API still checks.
+    permissions: Vec<crate::routes::roles::PermissionView>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -261,13 +264,11 @@ pub struct MeResponse {
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("session" = [])),
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorSchema)))]
 pub async fn me(State(state): State<AppState>, session: HumanSession) -> Result<Json<MeResponse>, ApiError> {
-    let tenants = state
-        .store
-        .list_user_tenants(session.user.id)
-        .await?
-        .into_iter()
-        .map(|(t, role)| MeTenant { id: t.id, name: t.name, role })
-        .collect();
+    let mut tenants = Vec::new();
+    for (t, role) in state.store.list_user_tenants(session.user.id).await? {
+        let permissions = crate::routes::roles::views(&state.grant_for(t.id, &role).await?.permissions());
+        tenants.push(MeTenant { id: t.id, name: t.name, role, permissions });
+    }
     let mfa_enabled = crate::mfa::enabled(&state, session.user.id).await?.is_some();
     let recovery_codes_remaining =
         if mfa_enabled { Some(state.store.unused_recovery_codes(session.user.id).await?) } else { None };

@@ -2,8 +2,10 @@
 //! `routes!`, so `/openapi.json` is generated from the same list the router
 //! serves and cannot drift from it.
 
+pub mod app_docs;
 pub mod apps;
 pub mod audit;
+pub mod dashboard;
 pub mod docs;
 pub mod human;
 pub mod invites;
@@ -190,7 +192,11 @@ pub fn api(max_message: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(apps::get_app, apps::update_app, apps::delete_app))
         .routes(routes!(apps::rotate_secret))
         .routes(routes!(apps::change_plan))
+        .routes(routes!(apps::preview_plan))
         .routes(routes!(apps::list_invoices))
+        .routes(routes!(app_docs::list_docs))
+        .routes(routes!(app_docs::delete_doc))
+        .routes(routes!(app_docs::mint_client_token))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))

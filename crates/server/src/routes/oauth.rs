@@ -535,8 +535,8 @@ pub struct ClientTokenRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct ClientTokenResponse {
-    token: String,
-    expires_in: i64,
+    pub(crate) token: String,
+    pub(crate) expires_in: i64,
 }
 
 const MAX_DOC_PATTERNS: usize = 100;
@@ -565,6 +565,14 @@ pub async fn client_token(
     if !caller.claims.has_scope(domain::DEFAULT_SCOPE) {
         return Err(ApiError::forbidden(format!("the token lacks the {} scope", domain::DEFAULT_SCOPE)));
     }
+    let spec = client_token_spec(req)?;
+    let (token, claims) = state.issue_client_token(&caller.app, spec).await?;
+    Ok(Json(ClientTokenResponse { token, expires_in: claims.exp - claims.iat }))
+}
+
+/// Checks a client-token request (`/v1/client-tokens`, and the dashboard's
+/// per-app minting) and turns it into what the token will carry.
+pub(crate) fn client_token_spec(req: ClientTokenRequest) -> Result<ClientTokenSpec, ApiError> {
     if req.docs.is_empty() || req.docs.len() > MAX_DOC_PATTERNS {
         return Err(ApiError::bad_request("invalid_docs", format!("docs must list 1–{MAX_DOC_PATTERNS} patterns")));
     }
@@ -592,7 +600,5 @@ pub async fn client_token(
         Some(u) => (Some(u.id), u.name),
         None => (None, None),
     };
-    let spec = ClientTokenSpec { sub: user_id, name, docs: req.docs, access, ttl_seconds };
-    let (token, claims) = state.issue_client_token(&caller.app, spec).await?;
-    Ok(Json(ClientTokenResponse { token, expires_in: claims.exp - claims.iat }))
+    Ok(ClientTokenSpec { sub: user_id, name, docs: req.docs, access, ttl_seconds, extra_origin: None })
 }

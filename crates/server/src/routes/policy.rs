@@ -85,6 +85,10 @@ pub const POLICIES: &[(&str, &str, Policy)] = &[
     ("DELETE", "/v1/tenants/{tid}/apps/{aid}", Tenant(Apps, Delete)),
     ("POST", "/v1/tenants/{tid}/apps/{aid}/secret/rotate", Tenant(Apps, Update)),
     ("POST", "/v1/tenants/{tid}/apps/{aid}/plan", Tenant(Billing, Update)),
+    ("POST", "/v1/tenants/{tid}/apps/{aid}/plan/preview", Tenant(Billing, Read)),
+    ("GET", "/v1/tenants/{tid}/apps/{aid}/docs", Tenant(Documents, Read)),
+    ("DELETE", "/v1/tenants/{tid}/apps/{aid}/docs/{doc}", Tenant(Documents, Delete)),
+    ("POST", "/v1/tenants/{tid}/apps/{aid}/client-tokens", Tenant(Documents, Update)),
     ("GET", "/v1/tenants/{tid}/apps/{aid}/invoices", Tenant(Billing, Read)),
     // webhooks
     ("POST", "/v1/tenants/{tid}/apps/{aid}/webhooks", Tenant(Webhooks, Create)),

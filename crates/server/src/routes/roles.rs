@@ -32,7 +32,7 @@ pub struct PermissionView {
     action: String,
 }
 
-fn views(permissions: &[(Resource, Action)]) -> Vec<PermissionView> {
+pub(crate) fn views(permissions: &[(Resource, Action)]) -> Vec<PermissionView> {
     permissions
         .iter()
         .map(|(r, a)| PermissionView { resource: r.as_str().to_owned(), action: a.as_str().to_owned() })

@@ -9,6 +9,7 @@ mod apps;
 mod audit;
 mod backends;
 mod crash;
+mod dashboard;
 mod dataplane;
 mod edge;
 mod human;
