@@ -533,6 +533,13 @@ async fn long_logs_are_compacted_in_the_background() {
     // Small: encoded from its room.
     let metrics = f.app.get("/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("wiresocket_doc_compactions_total{from=\"room\"}"), "not compacted from the room");
+    // The writes went through the SQLite journal and were folded from it.
+    let folded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wiresocket_doc_journal_folded_entries_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(folded.is_some_and(|n| n >= 600.0), "journal folds in /metrics: {folded:?}");
+    assert!(metrics.contains("wiresocket_doc_journal_folds_total "), "{metrics}");
 }
 
 /// A document over 1 MiB is compacted from the store, on a blocking

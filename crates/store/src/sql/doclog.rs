@@ -484,6 +484,7 @@ fn recover(conn: &mut Connection, dir: &Path) -> Result<(u64, Vec<u64>)> {
     if !entries.is_empty() {
         tracing::info!(entries = entries.len(), "folded the document journal a previous run left");
     }
+    metrics::counter!("wiresocket_doc_journal_recovered_entries_total").increment(entries.len() as u64);
     let next = segments.last().map_or(1, |last| last + 1).max(position.segment + 1);
     let deleted = delete_folded(conn, dir, &segments, Position { segment: next, offset: 0 });
     let left = segments.into_iter().filter(|no| !deleted.contains(no)).collect();
@@ -747,6 +748,10 @@ fn folder(shared: &Shared, mut conn: Connection) {
             });
             (taken, target, journal)
         };
+        let started = std::time::Instant::now();
+        // Journaled and not yet in the tables, as this fold starts.
+        let waiting = shared.appended.load(Ordering::Acquire).saturating_sub(shared.progress.borrow().folded);
+        metrics::gauge!("wiresocket_doc_journal_pending").set(waiting as f64);
         match fold(&mut conn, &taken) {
             Ok(_) if taken.is_empty() => {}
             Ok(folded) => {
@@ -759,6 +764,9 @@ fn folder(shared: &Shared, mut conn: Connection) {
                     (log.rotated.clone(), log.dir.clone())
                 };
                 shared.progress.send_modify(|p| p.folded = target);
+                metrics::counter!("wiresocket_doc_journal_folds_total").increment(1);
+                metrics::counter!("wiresocket_doc_journal_folded_entries_total").increment(taken.len() as u64);
+                metrics::histogram!("wiresocket_doc_journal_fold_seconds").record(started.elapsed().as_secs_f64());
                 let deleted = delete_folded(&conn, &dir, &rotated, covered);
                 if !deleted.is_empty()
                     && let Some(log) = lock(&shared.log).as_mut()
@@ -773,6 +781,7 @@ fn folder(shared: &Shared, mut conn: Connection) {
                     log.pending.extend(newer);
                 }
                 shared.progress.send_modify(|p| p.failures += 1);
+                metrics::counter!("wiresocket_doc_journal_fold_failures_total").increment(1);
                 more = false;
                 wait = (wait * 2).min(MAX_FOLD_BACKOFF);
             }
