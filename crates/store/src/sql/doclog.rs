@@ -498,6 +498,18 @@ fn recover(conn: &mut Connection, dir: &Path) -> Result<(u64, Vec<u64>)> {
 struct Progress {
     folded: u64,
     failures: u64,
+    /// The thread has ended (closed, or died): no fold will come.
+    ended: bool,
+}
+
+/// Marks the progress ended when the thread leaves [`folder`], however it
+/// leaves, so no [`DocWriter::flush`] waits for a fold that cannot come.
+struct EndsProgress<'a>(&'a Shared);
+
+impl Drop for EndsProgress<'_> {
+    fn drop(&mut self) {
+        self.0.progress.send_modify(|p| p.ended = true);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -575,6 +587,7 @@ impl DocWriter {
                 match open(&dir, &connect) {
                     Ok((shared, conn)) => {
                         let _ = opened.send(Ok(shared.clone()));
+                        let _ends = EndsProgress(&shared);
                         folder(&shared, conn);
                     }
                     Err(e) => {
@@ -624,12 +637,18 @@ impl DocWriter {
         if start.folded >= target {
             return Ok(());
         }
+        if start.ended {
+            return Err(crashed());
+        }
         self.shared.wake(false);
         loop {
             progress.changed().await.map_err(|_| crashed())?;
             let now = *progress.borrow_and_update();
             if now.folded >= target {
                 return Ok(());
+            }
+            if now.ended {
+                return Err(crashed());
             }
             if now.failures != start.failures {
                 return Err(StoreError::Database(sqlx::Error::Protocol(
@@ -1092,6 +1111,33 @@ mod tests {
         .unwrap();
         assert_eq!((state.updates, state.last_seq), (vec![vec![1], vec![2], vec![3]], 3));
         db.store.close().await;
+        std::fs::remove_dir_all(db.dir).unwrap();
+    }
+
+    /// A close whose last fold is refused leaves the entries journaled for
+    /// the next start; a read meanwhile fails at once instead of waiting
+    /// for a fold that cannot come.
+    #[tokio::test]
+    async fn a_failed_last_fold_is_an_error_not_a_hang_and_the_next_start_folds_it() {
+        let db = database().await;
+        let key = doc_key(db.app, "last");
+        sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON doc_updates BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        db.store.append_doc_updates(&[(key.clone(), vec![1])], OffsetDateTime::now_utc()).await.unwrap();
+        let clone = db.store.clone();
+        tokio::time::timeout(Duration::from_secs(20), db.store.close()).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), writer(&clone).flush()).await;
+        assert!(matches!(read, Ok(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))), "{read:?}");
+        drop(clone);
+        // The trigger goes, as a repaired disk would; the journal still has the write.
+        let conn = super::super::sqlite::writer_connection(&db.path).unwrap();
+        conn.execute_batch("DROP TRIGGER refuse").unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&db.path).await.unwrap();
+        assert_eq!(updates(&store, &key).await, vec![vec![1]]);
+        store.close().await;
         std::fs::remove_dir_all(db.dir).unwrap();
     }
 
