@@ -80,6 +80,9 @@ const SYNC_EVERY: Duration = Duration::from_millis(1000);
 const FOLDER_NICE: i32 = 10;
 /// A failing fold is retried after [`FOLD_EVERY`], doubling up to this.
 const MAX_FOLD_BACKOFF: Duration = Duration::from_secs(5);
+/// Updates waiting to be folded are held in memory up to this many bytes;
+/// past it (folds keep failing) appends are refused.
+const MAX_PENDING_BYTES: usize = 256 << 20;
 /// A journal segment is closed, and a new one begun, past this size.
 const SEGMENT_BYTES: u64 = 8 << 20;
 /// The format of a journal record's body.
@@ -270,6 +273,11 @@ struct Log {
     alive: HashSet<AppId>,
     /// Journaled, not yet folded, in journal order.
     pending: Vec<Entry>,
+    /// The bytes of `pending`'s updates, and how many may wait: past it
+    /// appends are refused (folds are failing) rather than held in memory
+    /// without end.
+    pending_bytes: usize,
+    max_pending_bytes: usize,
     buf: Vec<u8>,
 }
 
@@ -300,6 +308,11 @@ impl Log {
     /// Journals `batch` in one write and answers its seqs. Nothing of it is
     /// kept if it fails.
     fn append(&mut self, batch: Vec<(DocKey, Vec<u8>)>, now: i64) -> Result<Vec<i64>> {
+        if self.pending_bytes > self.max_pending_bytes {
+            return Err(StoreError::Database(sqlx::Error::Protocol(
+                "the document journal is not being folded into the database; writes wait for it".into(),
+            )));
+        }
         let mut next: HashMap<(AppId, &str), i64> = HashMap::new();
         for (key, _) in &batch {
             if let std::collections::hash_map::Entry::Vacant(slot) = next.entry((key.app_id, key.name.as_str())) {
@@ -338,6 +351,7 @@ impl Log {
         let segment = self.segment.no;
         for (((key, data), seq), end) in batch.into_iter().zip(&seqs).zip(ends) {
             let end = Position { segment, offset: end };
+            self.pending_bytes += data.len();
             self.pending.push(Entry { app: key.app_id, name: key.name, seq: *seq, at: now, data, end });
         }
         Ok(seqs)
@@ -729,6 +743,8 @@ where
         heads: HashMap::new(),
         alive: HashSet::new(),
         pending: Vec::new(),
+        pending_bytes: 0,
+        max_pending_bytes: MAX_PENDING_BYTES,
         buf: Vec::new(),
     };
     let shared = Arc::new(Shared {
@@ -756,8 +772,9 @@ fn folder(shared: &Shared, mut conn: Connection) {
             let Some(log) = guard.as_mut() else { return };
             let n = log.pending.len().min(MAX_FOLD_ENTRIES);
             let taken: Vec<Entry> = log.pending.drain(..n).collect();
+            log.pending_bytes -= taken.iter().map(|e| e.data.len()).sum::<usize>();
             more = !log.pending.is_empty();
-            let target = shared.appended.load(Ordering::Acquire) - log.pending.len() as u64;
+            let target = shared.appended.load(Ordering::Acquire).saturating_sub(log.pending.len() as u64);
             let journal = (synced.elapsed() >= SYNC_EVERY).then(|| {
                 let mut files = std::mem::take(&mut log.unsynced);
                 log.segment.file.try_clone().map(|current| {
@@ -796,6 +813,7 @@ fn folder(shared: &Shared, mut conn: Connection) {
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "folding the document journal into the database failed; it stays journaled");
                 if let Some(log) = lock(&shared.log).as_mut() {
+                    log.pending_bytes += taken.iter().map(|e| e.data.len()).sum::<usize>();
                     let newer = std::mem::replace(&mut log.pending, taken);
                     log.pending.extend(newer);
                 }
@@ -1097,7 +1115,21 @@ mod tests {
         db.store.append_doc_updates(&[(key.clone(), vec![2])], now).await.unwrap();
         let read = tokio::time::timeout(Duration::from_secs(20), db.store.load_doc(&key)).await.unwrap();
         assert!(matches!(read, Err(StoreError::Database(_))), "{read:?}");
-        db.store.append_doc_updates(&[(key.clone(), vec![3])], now).await.unwrap();
+        // While folds fail, what waits is bounded: past the cap, appends
+        // are refused instead of held in memory without end.
+        // (Both under the journal's lock, so no fold attempt moves bytes
+        // out of `pending` in between.)
+        {
+            let shared = &writer(&db.store).shared;
+            let mut guard = lock(&shared.log);
+            let log = guard.as_mut().unwrap();
+            log.max_pending_bytes = log.pending_bytes;
+            assert_eq!(log.append(vec![(key.clone(), vec![3, 3])], secs(now)).unwrap(), vec![3]);
+            shared.appended.fetch_add(1, Ordering::Release);
+            let refused = log.append(vec![(key.clone(), vec![4])], secs(now));
+            assert!(matches!(refused, Err(StoreError::Database(sqlx::Error::Protocol(_)))), "{refused:?}");
+            log.max_pending_bytes = MAX_PENDING_BYTES;
+        }
         sqlx::query("DROP TRIGGER refuse").execute(db.store.pool()).await.unwrap();
         let state = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -1109,7 +1141,11 @@ mod tests {
         .await
         .unwrap()
         .unwrap();
-        assert_eq!((state.updates, state.last_seq), (vec![vec![1], vec![2], vec![3]], 3));
+        assert_eq!(
+            (state.updates, state.last_seq),
+            (vec![vec![1], vec![2], vec![3, 3]], 3),
+            "the refused one took no seq"
+        );
         db.store.close().await;
         std::fs::remove_dir_all(db.dir).unwrap();
     }
