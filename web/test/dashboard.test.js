@@ -13,6 +13,8 @@ const OWNER = { email: 'owner@example.com', password: 'correct horse battery sta
 const VIEWER = { email: 'viewer@example.com', password: 'viewer password 123' }
 
 let server, browser, owner, page
+// The invited member's browser, from joining until the two-factor reset.
+let member, mp
 
 before(async () => {
   server = await startServer()
@@ -33,6 +35,13 @@ after(async () => {
 
 const url = (p) => `${server.base}/dashboard/${p}`
 const session = (p) => p.evaluate(() => localStorage.getItem('wiresocket.session'))
+const bearer = async (p) => ({ authorization: `Bearer ${JSON.parse(await session(p)).token}` })
+const tenantId = async (p) => (await (await fetch(`${server.base}/v1/me`, { headers: await bearer(p) })).json()).tenants.find((t) => t.name === OWNER.tenant).id
+/** The dashboard's own password grant, without an MFA code. */
+const passwordGrant = (email, password) => fetch(`${server.base}/oauth/token`, {
+  method: 'POST',
+  body: new URLSearchParams({ grant_type: 'password', client_id: 'dashboard', username: email, password })
+})
 const totpSecret = {}
 
 test('first-run setup signs the operator in', async () => {
@@ -293,8 +302,122 @@ test('invite a viewer, who joins through the mailed link in another browser', as
   await vp.goto(url('apps'))
   await vp.getByRole('button', { name: 'New app' }).waitFor()
   assert.equal(await vp.getByTestId('role').textContent(), 'editor')
-  assert.deepEqual(viewer.errors, [])
-  await viewer.context.close()
+  member = viewer
+  mp = vp
+})
+
+test('a withdrawn invitation leaves the list, and its mailed link no longer works', async () => {
+  const GONE = 'withdrawn@example.com'
+  const form = page.getByRole('form', { name: 'Invite a member' })
+  await form.getByLabel('Email').fill(GONE)
+  await form.getByLabel('Role').selectOption('viewer')
+  await form.getByRole('button', { name: 'Send invitation' }).click()
+  const pending = page.getByRole('table', { name: 'Pending invitations' })
+  const row = pending.getByRole('row', { name: new RegExp(GONE) })
+  await row.waitFor()
+  const link = await server.linkMailedTo(GONE, 'accept-invite')
+  await row.getByRole('button', { name: 'Withdraw' }).click()
+  await page.getByText('No pending invitations').waitFor()
+  const invites = await (await fetch(`${server.base}/v1/tenants/${await tenantId(page)}/invites?limit=500`, { headers: await bearer(page) })).json()
+  assert.ok(!invites.items.some((i) => i.email === GONE), 'the API no longer lists it')
+  // The link in the mail is refused: no account, no membership.
+  const ctx = await watchedContext(browser, server.base, { allowed: [/^\/v1\/invites\/accept$/] })
+  const p = await ctx.page()
+  p.setDefaultTimeout(10_000)
+  await p.goto(link)
+  await p.getByLabel('Password').fill('a password for nothing')
+  await p.getByRole('button', { name: 'Accept the invitation' }).click()
+  await p.getByRole('alert').filter({ hasText: 'invalid, expired or already used' }).waitFor()
+  assert.equal(await session(p), null)
+  assert.equal(new URL(p.url()).pathname, '/dashboard/accept-invite')
+  await shot(p, '09b-withdrawn-invite')
+  assert.equal((await passwordGrant(GONE, 'a password for nothing')).status === 200, false)
+  await page.reload()
+  assert.equal(await page.getByRole('table', { name: 'Members' }).getByText(GONE).count(), 0)
+  assert.deepEqual(ctx.errors, [])
+  await ctx.context.close()
+})
+
+test('editing a custom role changes what a member with it may do', async () => {
+  const members = page.getByRole('table', { name: 'Members' })
+  await members.getByLabel(`Role of ${VIEWER.email}`).selectOption('support')
+  await page.getByText(`${VIEWER.email} is now support.`).waitFor()
+  const tenant = await tenantId(page)
+  const audit = async () => (await fetch(`${server.base}/v1/tenants/${tenant}/audit?limit=1`, { headers: await bearer(mp) })).status
+  await mp.goto(url('apps'))
+  await mp.getByRole('table', { name: 'Apps' }).waitFor()
+  assert.equal(await mp.getByTestId('role').textContent(), 'support')
+  assert.equal(await mp.getByRole('link', { name: 'Audit log' }).count(), 0)
+  assert.equal(await audit(), 403)
+
+  const roles = page.getByRole('table', { name: 'Roles' })
+  const editor = page.getByRole('form', { name: 'Role editor' })
+  // A half-made new role, left for an edit of an existing one: the grid
+  // shows the edited role's permissions, not the abandoned form's.
+  await page.getByRole('button', { name: 'New custom role' }).click()
+  await editor.getByLabel('nodes read', { exact: true }).check()
+  await roles.getByRole('row', { name: /support/ }).getByRole('button', { name: 'Edit' }).click()
+  await editor.getByRole('heading', { name: 'Editing support' }).waitFor()
+  for (const p of ['apps read', 'documents read', 'documents update']) assert.ok(await editor.getByLabel(p, { exact: true }).isChecked(), `${p} is checked`)
+  assert.equal(await editor.getByLabel('nodes read', { exact: true }).isChecked(), false)
+  // Add audit read, take documents update away.
+  await editor.getByLabel('audit read', { exact: true }).check()
+  await editor.getByLabel('documents update', { exact: true }).uncheck()
+  await shot(page, '09c-role-editor')
+  await editor.getByRole('button', { name: 'Save role' }).click()
+  await editor.waitFor({ state: 'hidden' })
+  await roles.getByRole('row', { name: /support/ }).getByText('3 of 44').waitFor()
+  const role = (await (await fetch(`${server.base}/v1/tenants/${tenant}/roles?limit=500`, { headers: await bearer(page) })).json()).items.find((r) => r.name === 'support')
+  assert.deepEqual(role.permissions.map((p) => `${p.resource}:${p.action}`).sort(), ['apps:read', 'audit:read', 'documents:read'])
+
+  // The member's dashboard and the API follow.
+  await mp.reload()
+  await mp.getByRole('link', { name: 'Audit log' }).click()
+  await mp.getByTestId('chain').filter({ hasText: /^Hash chain intact/ }).waitFor()
+  assert.equal(await audit(), 200)
+  await mp.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Apps' }).click()
+  await mp.getByRole('link', { name: 'Notes' }).click()
+  await mp.getByRole('link', { name: 'Playground' }).click()
+  await mp.getByText('Your role (support) may read documents but not edit them').waitFor()
+})
+
+test('the owner resets a member\'s two-factor authentication: they sign in with the password alone', async () => {
+  // The member turns two-factor on…
+  await mp.getByRole('link', { name: 'Account & security' }).click()
+  await mp.getByRole('button', { name: 'Turn on two-factor authentication' }).click()
+  const secret = (await mp.getByTestId('totp-secret').textContent()).trim()
+  await mp.getByLabel('Code from the app').fill(totp(secret))
+  await mp.getByRole('button', { name: 'Verify and turn on' }).click()
+  await mp.getByRole('button', { name: 'I have stored them' }).click()
+  await mp.getByText('Signing in needs a code from your authenticator app').waitFor()
+  await mp.getByRole('button', { name: 'Sign out' }).click()
+  await mp.waitForURL(url('login'))
+  assert.equal((await passwordGrant(VIEWER.email, VIEWER.password)).status === 200, false, 'the password alone is not enough')
+
+  // …loses the authenticator; the owner resets it.
+  await page.reload()
+  const row = page.getByRole('table', { name: 'Members' }).getByRole('row', { name: new RegExp(VIEWER.email) })
+  await row.getByRole('cell', { name: 'on Reset', exact: true }).waitFor()
+  await row.getByRole('button', { name: 'Reset' }).click()
+  const dialog = page.getByRole('dialog', { name: `Reset two-factor authentication of ${VIEWER.email}?` })
+  assert.match(await dialog.textContent(), /recovery codes stop working/)
+  await dialog.getByRole('button', { name: 'Reset two-factor' }).click()
+  await page.getByText(`${VIEWER.email} signs in with the password alone`).waitFor()
+  await row.getByRole('cell', { name: 'off', exact: true }).waitFor()
+  assert.equal(await row.getByRole('button', { name: 'Reset' }).count(), 0)
+  await shot(page, '09d-mfa-reset')
+
+  // The member signs in without a code.
+  assert.equal((await passwordGrant(VIEWER.email, VIEWER.password)).status, 200)
+  await mp.getByLabel('Email').fill(VIEWER.email)
+  await mp.getByLabel('Password').fill(VIEWER.password)
+  await mp.getByRole('button', { name: 'Sign in' }).click()
+  await mp.waitForURL(url('apps'))
+  assert.equal(await mp.getByLabel('Authentication code').count(), 0)
+  await mp.getByRole('link', { name: 'Account & security' }).click()
+  await mp.getByRole('button', { name: 'Turn on two-factor authentication' }).waitFor()
+  assert.deepEqual(member.errors, [])
+  await member.context.close()
 })
 
 test('the playground syncs two editors through the data plane, with presence', async () => {
@@ -322,6 +445,25 @@ test('the playground syncs two editors through the data plane, with presence', a
   await left.locator('.caret .caret-label').filter({ hasText: '(right)' }).waitFor()
   await shot(page, '10-playground')
 
+  // Another document: both editors move to it, and edits stay on it.
+  const FIRST = 'Hello from the left, and the right'
+  const docField = page.getByLabel('Document', { exact: true })
+  await docField.fill('notes-draft')
+  await page.getByRole('button', { name: 'Switch document' }).click()
+  await until(async () => (await leftArea.inputValue()) === '' && (await rightArea.inputValue()) === '', 'fresh editors on the new document')
+  await left.getByText('connected', { exact: true }).waitFor()
+  await right.getByText('connected', { exact: true }).waitFor()
+  await right.getByTestId('presence-right').getByText(/\(left\)$/).waitFor()
+  await leftArea.click()
+  await leftArea.pressSequentially('Draft only')
+  await until(async () => (await rightArea.inputValue()) === 'Draft only', 'the text to reach the right editor on the new document')
+  await shot(page, '10b-playground-switched')
+  // Back on the first document: its text, without the draft's.
+  await docField.fill('playground')
+  await page.getByRole('button', { name: 'Switch document' }).click()
+  await until(async () => (await leftArea.inputValue()) === FIRST && (await rightArea.inputValue()) === FIRST, 'the first document again, untouched')
+  await left.getByText('connected', { exact: true }).waitFor()
+
   // The document is there, with its two live connections, and persisted.
   await page.getByRole('link', { name: 'Documents' }).click()
   const row = page.getByRole('table', { name: 'Documents' }).getByRole('row', { name: /playground/ })
@@ -332,6 +474,10 @@ test('the playground syncs two editors through the data plane, with presence', a
   const dialog = page.getByRole('dialog', { name: 'Delete playground?' })
   assert.match(await dialog.textContent(), /4404/)
   await dialog.getByRole('button', { name: 'Delete document' }).click()
+  await page.getByText('playground is deleted.').waitFor()
+  const draft = page.getByRole('table', { name: 'Documents' }).getByRole('row', { name: /notes-draft/ })
+  await draft.getByRole('button', { name: 'Delete' }).click()
+  await page.getByRole('dialog', { name: 'Delete notes-draft?' }).getByRole('button', { name: 'Delete document' }).click()
   await page.getByText('No documents yet').waitFor()
 })
 
@@ -361,6 +507,29 @@ test('a webhook: created, sent a test event, its delivery in the log', async () 
       return (await log.getByRole('table').getByText('200', { exact: true }).count()) > 0
     }, 'the delivery in the log', 15_000)
     await shot(page, '12-webhooks')
+
+    // A new secret, shown once: the next delivery is signed with it, not the old one.
+    await page.getByRole('button', { name: 'Rotate secret' }).click()
+    await page.getByRole('dialog', { name: 'Rotate the signing secret?' }).getByRole('button', { name: 'Rotate secret' }).click()
+    const fresh = (await page.getByTestId('secret').textContent()).trim()
+    assert.notEqual(fresh, secret)
+    await page.getByRole('button', { name: 'I have stored it' }).click()
+    await page.getByRole('button', { name: 'Send test event' }).click()
+    const pings = () => received.filter((r) => JSON.parse(r.body).type === 'ping')
+    const second = await until(() => pings()[1], 'the second test event', 20_000)
+    const sign = (key) => createHmac('sha256', key).update(second.body).digest('hex')
+    assert.equal(second.headers['x-webhook-signature'], sign(fresh))
+    assert.notEqual(second.headers['x-webhook-signature'], sign(secret))
+
+    // Deleted: gone from the list and the API.
+    await page.getByRole('button', { name: 'Delete', exact: true }).click()
+    const dialog = page.getByRole('dialog', { name: 'Delete this webhook?' })
+    assert.match(await dialog.textContent(), /No more events are sent/)
+    await dialog.getByRole('button', { name: 'Delete webhook' }).click()
+    await page.getByText('No webhooks yet').waitFor()
+    const appId = new URL(page.url()).pathname.split('/')[3]
+    const hooks = await (await fetch(`${server.base}/v1/tenants/${await tenantId(page)}/apps/${appId}/webhooks`, { headers: await bearer(page) })).json()
+    assert.deepEqual(hooks.items, [])
   } finally {
     receiver.close()
   }

@@ -152,7 +152,8 @@ function Roles ({ roles, reload, error }: { roles: Role[] | undefined, reload: (
         {canCreate && !editing && <button type='button' class='btn' onClick={() => setEditing({ name: '', builtin: false, permissions: [] })}>New custom role</button>}
       </div>
       {error ? <Alert>{message(error)}</Alert> : null}
-      {editing && <RoleEditor role={editing} onDone={() => { setEditing(null); reload() }} />}
+      {/* Keyed by the role: its grid starts from that role's permissions, not the last one's. */}
+      {editing && <RoleEditor key={editing.name || '(new)'} role={editing} onDone={() => { setEditing(null); reload() }} />}
       {roles && (
         <table class='table compact' aria-label='Roles'>
           <thead><tr><th>Role</th><th>Kind</th><th>Permissions</th><th><span class='sr-only'>Actions</span></th></tr></thead>
