@@ -78,6 +78,11 @@ const MAX_FOLD_ENTRIES: usize = 8192;
 const SYNC_EVERY: Duration = Duration::from_millis(1000);
 /// The folding thread's nice value (its own; the connections' tasks keep 0).
 const FOLDER_NICE: i32 = 10;
+/// How long a start waits for the journal's lock (held by a closing store).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// At most this many bytes of updates go into one fold transaction (but
+/// always one entry).
+const MAX_FOLD_BYTES: usize = 32 << 20;
 /// A failing fold is retried after [`FOLD_EVERY`], doubling up to this.
 const MAX_FOLD_BACKOFF: Duration = Duration::from_secs(5);
 /// Updates waiting to be folded are held in memory up to this many bytes;
@@ -135,26 +140,43 @@ fn too_large(what: &'static str) -> StoreError {
     StoreError::Database(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what)))
 }
 
-/// Appends one record to `out`: `[body length: u32][CRC-32C of the body:
-/// u32][body]`, the body `[version][app id length: u8][app id][name length:
-/// u16][name][seq: i64][at: i64][data]`, little-endian.
-fn encode(out: &mut Vec<u8>, app: &str, name: &str, seq: i64, at: i64, data: &[u8]) -> Result<()> {
-    let app_len = u8::try_from(app.len()).map_err(|_| too_large("app id too long for the journal"))?;
-    let name_len = u16::try_from(name.len()).map_err(|_| too_large("document name too long for the journal"))?;
-    let body = 1 + 1 + app.len() + 2 + name.len() + 8 + 8 + data.len();
-    let body_len = u32::try_from(body).map_err(|_| too_large("update too large for the journal"))?;
+/// One update of a batch record.
+struct Item<'a> {
+    app: &'a str,
+    name: &'a str,
+    seq: i64,
+    data: &'a [u8],
+}
+
+/// Appends one record holding a whole batch to `out` (so a crash mid-write
+/// keeps all of a batch or none of it): `[body length: u32][CRC-32C of the
+/// body: u32][body]`, the body `[version: u8][at: i64][count: u32]` then per
+/// update `[app id length: u8][app id][name length: u16][name][seq: i64]
+/// [data length: u32][data]`, little-endian.
+fn encode(out: &mut Vec<u8>, at: i64, items: &[Item<'_>]) -> Result<()> {
+    let count = u32::try_from(items.len()).map_err(|_| too_large("batch too large for the journal"))?;
     let start = out.len();
-    out.extend_from_slice(&body_len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0; HEADER]);
     out.push(RECORD_VERSION);
-    out.push(app_len);
-    out.extend_from_slice(app.as_bytes());
-    out.extend_from_slice(&name_len.to_le_bytes());
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&at.to_le_bytes());
-    out.extend_from_slice(data);
+    out.extend_from_slice(&count.to_le_bytes());
+    for item in items {
+        let app_len = u8::try_from(item.app.len()).map_err(|_| too_large("app id too long for the journal"))?;
+        let name_len =
+            u16::try_from(item.name.len()).map_err(|_| too_large("document name too long for the journal"))?;
+        let data_len = u32::try_from(item.data.len()).map_err(|_| too_large("update too large for the journal"))?;
+        out.push(app_len);
+        out.extend_from_slice(item.app.as_bytes());
+        out.extend_from_slice(&name_len.to_le_bytes());
+        out.extend_from_slice(item.name.as_bytes());
+        out.extend_from_slice(&item.seq.to_le_bytes());
+        out.extend_from_slice(&data_len.to_le_bytes());
+        out.extend_from_slice(item.data);
+    }
+    let body_len =
+        u32::try_from(out.len() - start - HEADER).map_err(|_| too_large("batch too large for the journal"))?;
     let crc = CRC.checksum(&out[start + HEADER..]);
+    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
     out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
@@ -170,49 +192,89 @@ fn take_i64(body: &[u8], at: &mut usize) -> Option<i64> {
     Some(i64::from_le_bytes(take(body, at, 8)?.try_into().ok()?))
 }
 
-/// A record's body, or `None` if it does not parse.
-fn decode_body(body: &[u8], end: Position) -> Option<Entry> {
+fn take_u32(body: &[u8], at: &mut usize) -> Option<usize> {
+    usize::try_from(u32::from_le_bytes(take(body, at, 4)?.try_into().ok()?)).ok()
+}
+
+/// Why a record is not read.
+#[derive(Debug, PartialEq, Eq)]
+enum Bad {
+    /// Cut short, or its checksum fails: a write a crash interrupted (never
+    /// acknowledged), or damage.
+    Torn,
+    /// It checks out but is not of a format this binary reads (a journal
+    /// written by a newer version).
+    Unknown(u8),
+}
+
+/// A checked record's body: its batch's entries, all ending at `end`.
+fn decode_body(body: &[u8], end: Position) -> std::result::Result<Vec<Entry>, Bad> {
     let mut at = 0;
-    if take(body, &mut at, 1)? != [RECORD_VERSION] {
-        return None;
+    let version = take(body, &mut at, 1).ok_or(Bad::Torn)?[0];
+    if version != RECORD_VERSION {
+        return Err(Bad::Unknown(version));
     }
-    let app_len = usize::from(take(body, &mut at, 1)?[0]);
-    let app = AppId::parse(std::str::from_utf8(take(body, &mut at, app_len)?).ok()?).ok()?;
-    let name_len = usize::from(u16::from_le_bytes(take(body, &mut at, 2)?.try_into().ok()?));
-    let name = std::str::from_utf8(take(body, &mut at, name_len)?).ok()?.to_owned();
-    let seq = take_i64(body, &mut at)?;
-    let at_secs = take_i64(body, &mut at)?;
-    let data = body.get(at..)?.to_vec();
-    Some(Entry { app, name, seq, at: at_secs, data, end })
+    let entries = (|| {
+        let at_secs = take_i64(body, &mut at)?;
+        let count = take_u32(body, &mut at)?;
+        let mut entries = Vec::with_capacity(count.min(4096));
+        for _ in 0..count {
+            let app_len = usize::from(take(body, &mut at, 1)?[0]);
+            let app = AppId::parse(std::str::from_utf8(take(body, &mut at, app_len)?).ok()?).ok()?;
+            let name_len = usize::from(u16::from_le_bytes(take(body, &mut at, 2)?.try_into().ok()?));
+            let name = std::str::from_utf8(take(body, &mut at, name_len)?).ok()?.to_owned();
+            let seq = take_i64(body, &mut at)?;
+            let data_len = take_u32(body, &mut at)?;
+            let data = take(body, &mut at, data_len)?.to_vec();
+            entries.push(Entry { app, name, seq, at: at_secs, data, end });
+        }
+        (at == body.len()).then_some(entries)
+    })();
+    // A body that checks out but does not parse is not a torn write: it is
+    // read as damage all the same, and the segment is kept for inspection.
+    entries.ok_or(Bad::Torn)
+}
+
+/// What reading a segment found.
+#[derive(Debug, PartialEq, Eq)]
+struct Read {
+    entries: Vec<Entry>,
+    /// Bytes from the first record that was not read to the end.
+    ignored: usize,
+    /// Why it was not, if one was not.
+    bad: Option<Bad>,
 }
 
 /// The entries of segment `segment` from byte `from` on, up to its end or
-/// to the first record that is cut short or does not check out: then also
-/// how many bytes from there on are ignored.
-fn decode_segment(bytes: &[u8], segment: u64, from: u64) -> (Vec<Entry>, Option<usize>) {
+/// to the first record that cannot be read.
+fn decode_segment(bytes: &[u8], segment: u64, from: u64) -> Read {
     let mut entries = Vec::new();
-    let Ok(mut at) = usize::try_from(from) else { return (entries, None) };
+    let Ok(mut at) = usize::try_from(from) else { return Read { entries, ignored: 0, bad: None } };
     while at < bytes.len() {
-        let record = (|| {
+        let checked = (|| {
             let header = bytes.get(at..at.checked_add(HEADER)?)?;
             let len = usize::try_from(u32::from_le_bytes(header[..4].try_into().ok()?)).ok()?;
             let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
             let end = at.checked_add(HEADER)?.checked_add(len)?;
             let body = bytes.get(at + HEADER..end)?;
-            if len == 0 || CRC.checksum(body) != crc {
-                return None;
-            }
-            decode_body(body, Position { segment, offset: u64::try_from(end).ok()? }).map(|e| (e, end))
+            (len > 0 && CRC.checksum(body) == crc).then_some((body, end))
         })();
+        let record = match checked {
+            Some((body, end)) => u64::try_from(end)
+                .map_err(|_| Bad::Torn)
+                .and_then(|offset| decode_body(body, Position { segment, offset }))
+                .map(|batch| (batch, end)),
+            None => Err(Bad::Torn),
+        };
         match record {
-            Some((entry, end)) => {
-                entries.push(entry);
+            Ok((batch, end)) => {
+                entries.extend(batch);
                 at = end;
             }
-            None => return (entries, Some(bytes.len() - at)),
+            Err(bad) => return Read { entries, ignored: bytes.len() - at, bad: Some(bad) },
         }
     }
-    (entries, None)
+    Read { entries, ignored: 0, bad: None }
 }
 
 // ---- segments ----------------------------------------------------------------
@@ -253,11 +315,18 @@ fn io_err(e: std::io::Error) -> StoreError {
     StoreError::Database(sqlx::Error::Io(e))
 }
 
+/// Memory an entry waiting to be folded holds, roughly.
+fn held(name: &str, data: &[u8]) -> usize {
+    std::mem::size_of::<Entry>() + name.len() + data.len()
+}
+
 // ---- the journal ---------------------------------------------------------------
 
 /// What appends share, behind one lock.
 #[derive(Debug)]
 struct Log {
+    /// Holds the journal's lock (`LOCK`, an exclusive `flock`) while open.
+    _owner: File,
     dir: PathBuf,
     segment: Segment,
     /// Segments before `segment` not yet deleted.
@@ -278,6 +347,8 @@ struct Log {
     /// without end.
     pending_bytes: usize,
     max_pending_bytes: usize,
+    /// A failed write could not be undone: no more writes (see `append`).
+    broken: bool,
     buf: Vec<u8>,
 }
 
@@ -308,6 +379,9 @@ impl Log {
     /// Journals `batch` in one write and answers its seqs. Nothing of it is
     /// kept if it fails.
     fn append(&mut self, batch: Vec<(DocKey, Vec<u8>)>, now: i64) -> Result<Vec<i64>> {
+        if self.broken {
+            return Err(io_err(std::io::Error::other("the document journal refuses writes until restarted")));
+        }
         if self.pending_bytes > self.max_pending_bytes {
             return Err(StoreError::Database(sqlx::Error::Protocol(
                 "the document journal is not being folded into the database; writes wait for it".into(),
@@ -325,33 +399,47 @@ impl Log {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut seqs = Vec::with_capacity(batch.len());
-        let mut ends = Vec::with_capacity(batch.len());
-        for (key, data) in &batch {
+        for (key, _) in &batch {
             let head = next.entry((key.app_id, key.name.as_str())).or_default();
             *head += 1;
             seqs.push(*head);
-            encode(&mut buf, &key.app_id.to_string(), &key.name, *head, now, data)?;
-            ends.push(self.segment.len + buf.len() as u64);
         }
+        let apps: Vec<String> = batch.iter().map(|(key, _)| key.app_id.to_string()).collect();
+        let items: Vec<Item<'_>> = batch
+            .iter()
+            .zip(&apps)
+            .zip(&seqs)
+            .map(|(((key, data), app), &seq)| Item { app, name: &key.name, seq, data })
+            .collect();
+        if let Err(e) = encode(&mut buf, now, &items) {
+            self.buf = buf;
+            return Err(e);
+        }
+        drop(items);
+        let end = self.segment.len + buf.len() as u64;
         let written = self.segment.file.write_all_at(&buf, self.segment.len);
         self.buf = buf;
         if let Err(e) = written {
-            // A record cut short would hide the records after it at
-            // recovery: cut it off, and go on in a fresh segment anyway.
-            let _ = self.segment.file.set_len(self.segment.len);
-            if let Err(r) = self.rotate() {
+            // A record cut short, or one written whole whose append is
+            // reported failed, must not be read at recovery: cut it off. If
+            // even that fails, its seqs could be read back in place of the
+            // next writes', so this journal takes no more writes until a
+            // restart (which reads it up to the damage).
+            if let Err(cut) = self.segment.file.set_len(self.segment.len) {
+                tracing::error!(error = %cut, "the document journal could not undo a failed write; it refuses writes until restarted");
+                self.broken = true;
+            } else if let Err(r) = self.rotate() {
                 tracing::warn!(error = %r, "starting a new document journal segment failed");
             }
             return Err(io_err(e));
         }
-        self.segment.len = ends.last().copied().unwrap_or(self.segment.len);
+        self.segment.len = end;
         for ((app, name), last) in next {
             self.heads.entry(app).or_default().insert(name.to_owned(), last);
         }
-        let segment = self.segment.no;
-        for (((key, data), seq), end) in batch.into_iter().zip(&seqs).zip(ends) {
-            let end = Position { segment, offset: end };
-            self.pending_bytes += data.len();
+        let end = Position { segment: self.segment.no, offset: end };
+        for ((key, data), seq) in batch.into_iter().zip(&seqs) {
+            self.pending_bytes += held(&key.name, &data);
             self.pending.push(Entry { app: key.app_id, name: key.name, seq: *seq, at: now, data, end });
         }
         Ok(seqs)
@@ -477,20 +565,38 @@ fn recover(conn: &mut Connection, dir: &Path) -> Result<(u64, Vec<u64>)> {
         conn.query_row(GET_POSITION, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(lite_err)?;
     let position =
         Position { segment: u64::try_from(segment).unwrap_or(0), offset: u64::try_from(offset).unwrap_or(0) };
-    let segments = list_segments(dir).map_err(io_err)?;
+    let mut segments = list_segments(dir).map_err(io_err)?;
+    let highest = segments.last().copied();
     let mut entries = Vec::new();
+    let mut damaged = Vec::new();
     for &no in segments.iter().filter(|&&no| no >= position.segment) {
         let bytes = std::fs::read(segment_path(dir, no)).map_err(io_err)?;
         let from = if no == position.segment { position.offset } else { 0 };
-        let (found, ignored) = decode_segment(&bytes, no, from);
-        if let Some(ignored) = ignored {
-            tracing::warn!(
-                segment = no,
-                ignored,
-                "the document journal ends in a record cut short (a crash mid-write); it was never acknowledged"
-            );
+        let read = decode_segment(&bytes, no, from);
+        match read.bad {
+            None => {}
+            Some(Bad::Unknown(version)) => {
+                return Err(io_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "document journal segment {no} holds records of format {version}, which this version of \
+                         WireSocket does not read: start the version that wrote it, which folds it"
+                    ),
+                )));
+            }
+            Some(Bad::Torn) => {
+                // Normally a crash mid-write: never acknowledged. The segment
+                // is kept aside (not deleted) in case it is damage instead.
+                tracing::warn!(
+                    segment = no,
+                    ignored = read.ignored,
+                    "the document journal ends in a record cut short (a crash mid-write?); what follows it is \
+                     ignored and the segment kept as .damaged"
+                );
+                damaged.push(no);
+            }
         }
-        entries.extend(found);
+        entries.extend(read.entries);
     }
     for chunk in entries.chunks(MAX_FOLD_ENTRIES) {
         fold(conn, chunk).map_err(lite_err)?;
@@ -498,8 +604,15 @@ fn recover(conn: &mut Connection, dir: &Path) -> Result<(u64, Vec<u64>)> {
     if !entries.is_empty() {
         tracing::info!(entries = entries.len(), "folded the document journal a previous run left");
     }
+    for no in damaged {
+        let path = segment_path(dir, no);
+        let mut aside = path.clone().into_os_string();
+        aside.push(".damaged");
+        std::fs::rename(&path, &aside).map_err(io_err)?;
+        segments.retain(|&s| s != no);
+    }
     metrics::counter!("wiresocket_doc_journal_recovered_entries_total").increment(entries.len() as u64);
-    let next = segments.last().map_or(1, |last| last + 1).max(position.segment + 1);
+    let next = highest.map_or(1, |last| last + 1).max(position.segment + 1);
     let deleted = delete_folded(conn, dir, &segments, Position { segment: next, offset: 0 });
     let left = segments.into_iter().filter(|no| !deleted.contains(no)).collect();
     Ok((next, left))
@@ -522,6 +635,9 @@ struct EndsProgress<'a>(&'a Shared);
 
 impl Drop for EndsProgress<'_> {
     fn drop(&mut self) {
+        // Ended by a panic, the journal is still open: close it, so appends
+        // fail rather than being acknowledged into a journal nobody folds.
+        drop(lock(&self.0.log).take());
         self.0.progress.send_modify(|p| p.ended = true);
     }
 }
@@ -672,6 +788,11 @@ impl DocWriter {
         }
     }
 
+    /// Whether it still takes appends (not closed or closing).
+    pub(super) fn is_open(&self) -> bool {
+        !lock(&self.shared.signal).closing && lock(&self.shared.log).is_some()
+    }
+
     /// `app` was deleted: later appends to its documents check again (and
     /// fail), and its heads go.
     pub(super) fn forget_app(&self, app: AppId) {
@@ -732,9 +853,32 @@ where
     let mut conn = connect().map_err(lite_err)?;
     let read = connect().map_err(lite_err)?;
     std::fs::create_dir_all(dir).map_err(io_err)?;
+    // One writer per journal: a second process on the same file would fold
+    // the first one's entries, delete its segments and reuse its seqs.
+    let owner =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(io_err)?;
+    // A store of this process that is closing (its last fold) gets a few
+    // seconds to let go.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match owner.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io_err(std::io::Error::new(
+                    std::io::ErrorKind::ResourceBusy,
+                    format!("another process has this database's document journal ({}) open", dir.display()),
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+    }
     let (next, rotated) = recover(&mut conn, dir)?;
     let segment = create_segment(dir, next).map_err(io_err)?;
     let log = Log {
+        _owner: owner,
         dir: dir.to_owned(),
         segment,
         rotated,
@@ -745,6 +889,7 @@ where
         pending: Vec::new(),
         pending_bytes: 0,
         max_pending_bytes: MAX_PENDING_BYTES,
+        broken: false,
         buf: Vec::new(),
     };
     let shared = Arc::new(Shared {
@@ -763,16 +908,26 @@ fn folder(shared: &Shared, mut conn: Connection) {
     let mut more = false;
     let mut synced = std::time::Instant::now();
     loop {
-        let closing = if more { false } else { shared.wait(wait) };
+        let closing = if more { lock(&shared.signal).closing } else { shared.wait(wait) };
         if closing {
             return finish(shared, conn);
         }
         let (taken, target, journal) = {
             let mut guard = lock(&shared.log);
             let Some(log) = guard.as_mut() else { return };
-            let n = log.pending.len().min(MAX_FOLD_ENTRIES);
+            let mut bytes = 0;
+            let n = log
+                .pending
+                .iter()
+                .take(MAX_FOLD_ENTRIES)
+                .take_while(|e| {
+                    let first = bytes == 0;
+                    bytes += e.data.len();
+                    first || bytes <= MAX_FOLD_BYTES
+                })
+                .count();
             let taken: Vec<Entry> = log.pending.drain(..n).collect();
-            log.pending_bytes -= taken.iter().map(|e| e.data.len()).sum::<usize>();
+            log.pending_bytes -= taken.iter().map(|e| held(&e.name, &e.data)).sum::<usize>();
             more = !log.pending.is_empty();
             let target = shared.appended.load(Ordering::Acquire).saturating_sub(log.pending.len() as u64);
             let journal = (synced.elapsed() >= SYNC_EVERY).then(|| {
@@ -813,7 +968,7 @@ fn folder(shared: &Shared, mut conn: Connection) {
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "folding the document journal into the database failed; it stays journaled");
                 if let Some(log) = lock(&shared.log).as_mut() {
-                    log.pending_bytes += taken.iter().map(|e| e.data.len()).sum::<usize>();
+                    log.pending_bytes += taken.iter().map(|e| held(&e.name, &e.data)).sum::<usize>();
                     let newer = std::mem::replace(&mut log.pending, taken);
                     log.pending.extend(newer);
                 }
@@ -1056,12 +1211,12 @@ mod tests {
         // A journal as a killed process leaves it: seq 2 again (folded
         // before the crash), 3 and 4 (not folded), then a torn record.
         let app = db.app.to_string();
+        let item = |seq, data| Item { app: &app, name: &key.name, seq, data };
         let mut bytes = Vec::new();
-        for (seq, data) in [(2, vec![2]), (3, vec![3]), (4, vec![4])] {
-            encode(&mut bytes, &app, &key.name, seq, 1_700_000_000, &data).unwrap();
-        }
+        encode(&mut bytes, 1_700_000_000, &[item(2, &[2]), item(3, &[3])]).unwrap();
+        encode(&mut bytes, 1_700_000_000, &[item(4, &[4])]).unwrap();
         let mut torn = Vec::new();
-        encode(&mut torn, &app, &key.name, 5, 1_700_000_000, &[5; 64]).unwrap();
+        encode(&mut torn, 1_700_000_000, &[item(5, &[5; 64])]).unwrap();
         bytes.extend_from_slice(&torn[..torn.len() - 10]);
         let segments = list_segments(&journal_dir(&db.path)).unwrap();
         let crashed = segments.last().unwrap() + 1;
@@ -1072,7 +1227,9 @@ mod tests {
         assert_eq!(updates(&store, &key).await, vec![vec![1], vec![2], vec![3], vec![4]]);
         let next = store.append_doc_updates(&[(key.clone(), vec![6])], OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(next, vec![5], "the torn record was never acknowledged: its seq is free");
-        assert!(!segment_path(&journal_dir(&db.path), crashed).exists(), "a folded segment is deleted");
+        assert!(!segment_path(&journal_dir(&db.path), crashed).exists(), "not left as a segment");
+        let aside = journal_dir(&db.path).join(format!("{crashed:020}.log.damaged"));
+        assert_eq!(std::fs::read(aside).unwrap(), bytes, "kept aside, as it might be damage");
         store.close().await;
         std::fs::remove_dir_all(db.dir).unwrap();
     }
@@ -1085,7 +1242,10 @@ mod tests {
         let db = database().await;
         let (gone, kept) = (doc_key(db.app, "gone"), doc_key(db.app, "kept"));
         let now = OffsetDateTime::now_utc();
-        db.store.append_doc_updates(&[(gone.clone(), vec![1]), (kept.clone(), vec![2])], now).await.unwrap();
+        // `gone`'s record last: a restart that read the last folded record
+        // again (a position at its start, not its end) would bring it back.
+        db.store.append_doc_updates(&[(kept.clone(), vec![2])], now).await.unwrap();
+        db.store.append_doc_updates(&[(gone.clone(), vec![1])], now).await.unwrap();
         assert!(db.store.delete_doc(&gone, &[]).await.unwrap());
         db.store.append_doc_updates(&[(kept.clone(), vec![3])], now).await.unwrap();
         db.store.close().await;
@@ -1212,27 +1372,101 @@ mod tests {
     #[test]
     fn records_round_trip_and_damage_stops_the_reading() {
         let app = AppId::new();
+        let app_id = app.to_string();
         let mut bytes = Vec::new();
-        encode(&mut bytes, &app.to_string(), "a/b", 7, 42, b"data").unwrap();
+        let item = |name, seq, data| Item { app: &app_id, name, seq, data };
+        encode(&mut bytes, 42, &[item("a/b", 7, b"data"), item("c", 1, b"")]).unwrap();
         let first_end = bytes.len();
-        encode(&mut bytes, &app.to_string(), "c", 8, 43, b"").unwrap();
-        let (entries, ignored) = decode_segment(&bytes, 3, 0);
-        assert_eq!(ignored, None);
+        encode(&mut bytes, 43, &[item("a/b", 8, b"more")]).unwrap();
+        let read = decode_segment(&bytes, 3, 0);
+        assert_eq!((read.ignored, read.bad), (0, None));
         let end = |offset| Position { segment: 3, offset: offset as u64 };
+        let entry = |name: &str, seq, at, data: &[u8], e| Entry {
+            app,
+            name: name.into(),
+            seq,
+            at,
+            data: data.to_vec(),
+            end: e,
+        };
         assert_eq!(
-            entries,
+            read.entries,
             vec![
-                Entry { app, name: "a/b".into(), seq: 7, at: 42, data: b"data".to_vec(), end: end(first_end) },
-                Entry { app, name: "c".into(), seq: 8, at: 43, data: vec![], end: end(bytes.len()) },
-            ]
+                entry("a/b", 7, 42, b"data", end(first_end)),
+                entry("c", 1, 42, b"", end(first_end)),
+                entry("a/b", 8, 43, b"more", end(bytes.len())),
+            ],
+            "a batch is one record: its entries end together"
         );
-        assert_eq!(decode_segment(&bytes, 3, first_end as u64).0.len(), 1, "from a position");
+        assert_eq!(decode_segment(&bytes, 3, first_end as u64).entries.len(), 1, "from a position");
         let mut flipped = bytes.clone();
         flipped[HEADER + 3] ^= 1;
-        assert_eq!(decode_segment(&flipped, 3, 0), (vec![], Some(bytes.len())), "a bad checksum stops it");
-        let (entries, ignored) = decode_segment(&bytes[..bytes.len() - 1], 3, 0);
-        assert_eq!((entries.len(), ignored), (1, Some(bytes.len() - 1 - first_end)), "a torn record");
-        assert_eq!(decode_segment(&[0; 16], 3, 0), (vec![], Some(16)), "zeros are no record");
+        let read = decode_segment(&flipped, 3, 0);
+        assert_eq!((read.entries, read.ignored, read.bad), (vec![], bytes.len(), Some(Bad::Torn)), "a bad checksum");
+        let read = decode_segment(&bytes[..bytes.len() - 1], 3, 0);
+        assert_eq!((read.entries.len(), read.ignored), (2, bytes.len() - 1 - first_end), "a torn batch: none of it");
+        assert_eq!(decode_segment(&[0; 16], 3, 0).bad, Some(Bad::Torn), "zeros are no record");
+        // A record that checks out in a format this binary does not know.
+        let mut newer = bytes[..first_end].to_vec();
+        newer[HEADER] = RECORD_VERSION + 1;
+        let crc = CRC.checksum(&newer[HEADER..]);
+        newer[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_segment(&newer, 3, 0).bad, Some(Bad::Unknown(RECORD_VERSION + 1)));
+    }
+
+    /// What real appends wrote is read back after a crash (no last fold):
+    /// past the folded position inside the segment it was in, and in the
+    /// segment after a rotation; nothing folded is added twice.
+    #[tokio::test]
+    async fn appends_survive_a_crash_before_their_fold() {
+        let db = database().await;
+        let (a, b) = (doc_key(db.app, "a"), doc_key(db.app, "b"));
+        let now = OffsetDateTime::now_utc();
+        db.store.append_doc_updates(&[(a.clone(), vec![1])], now).await.unwrap();
+        writer(&db.store).flush().await.unwrap();
+        db.store.append_doc_updates(&[(a.clone(), vec![2]), (b.clone(), vec![3])], now).await.unwrap();
+        {
+            let mut guard = lock(&writer(&db.store).shared.log);
+            guard.as_mut().unwrap().rotate().unwrap();
+        }
+        db.store.append_doc_updates(&[(b.clone(), vec![4])], now).await.unwrap();
+        // The crash: the journal goes without its last fold (the folder
+        // finds it gone), as the process dying would leave it.
+        let abandoned = lock(&writer(&db.store).shared.log).take();
+        drop(abandoned);
+        assert_eq!(rows_in_table(&db.store, &b).await, 0, "not folded before the crash");
+        db.store.close().await;
+
+        let store = SqliteStore::open(&db.path).await.unwrap();
+        let (sa, sb) = (store.load_doc(&a).await.unwrap().unwrap(), store.load_doc(&b).await.unwrap().unwrap());
+        assert_eq!((sa.updates, sa.last_seq), (vec![vec![1], vec![2]], 2));
+        assert_eq!((sb.updates, sb.last_seq), (vec![vec![3], vec![4]], 2));
+        assert_eq!(store.append_doc_updates(&[(b.clone(), vec![5])], now).await.unwrap(), vec![3]);
+        store.close().await;
+        std::fs::remove_dir_all(db.dir).unwrap();
+    }
+
+    /// One writer per journal: a store opened again in this process shares
+    /// it; another writer (another process) is refused at start, with the
+    /// reason, until the first has closed.
+    #[tokio::test]
+    async fn one_journal_one_writer() {
+        let db = database().await;
+        let key = doc_key(db.app, "shared");
+        let now = OffsetDateTime::now_utc();
+        let again = SqliteStore::open(&db.path).await.unwrap();
+        assert_eq!(db.store.append_doc_updates(&[(key.clone(), vec![1])], now).await.unwrap(), vec![1]);
+        assert_eq!(again.append_doc_updates(&[(key.clone(), vec![2])], now).await.unwrap(), vec![2], "one writer");
+        let path = db.path.clone();
+        let other = DocWriter::start(journal_dir(&db.path), move || super::super::sqlite::writer_connection(&path));
+        let err = other.await.expect_err("a second writer on the journal");
+        assert!(err.to_string().contains("another process has this database's document journal"), "{err}");
+        db.store.close().await;
+        assert!(again.append_doc_updates(&[(key.clone(), vec![3])], now).await.is_err(), "closed for both");
+        let reopened = SqliteStore::open(&db.path).await.unwrap();
+        assert_eq!(updates(&reopened, &key).await, vec![vec![1], vec![2]]);
+        reopened.close().await;
+        std::fs::remove_dir_all(db.dir).unwrap();
     }
 
     /// SQLite's constraint errors read as the sqlx side's do.

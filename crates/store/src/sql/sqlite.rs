@@ -4,8 +4,9 @@ use super::doclog::DocWriter;
 use super::{MigrationFile, migrator};
 use crate::Result;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 const MIGRATIONS: &[MigrationFile] = &[
@@ -93,6 +94,26 @@ pub(super) fn writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Conne
     Ok(conn)
 }
 
+/// The document writers of the files open in this process, by journal.
+static WRITERS: std::sync::LazyLock<tokio::sync::Mutex<HashMap<PathBuf, Weak<DocWriter>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The document writer of the database file at `path`: the one a store of
+/// this process already has open on it (a journal has one writer; another
+/// process is refused by its lock), or a new one.
+async fn shared_writer(path: &Path) -> Result<Arc<DocWriter>> {
+    let dir = journal_dir(&std::fs::canonicalize(path).map_err(|e| crate::StoreError::Database(sqlx::Error::Io(e)))?);
+    let mut writers = WRITERS.lock().await;
+    writers.retain(|_, w| w.strong_count() > 0);
+    if let Some(writer) = writers.get(&dir).and_then(Weak::upgrade).filter(|w| w.is_open()) {
+        return Ok(writer);
+    }
+    let path: PathBuf = path.to_owned();
+    let writer = Arc::new(DocWriter::start(dir.clone(), move || writer_connection(&path)).await?);
+    writers.insert(dir, Arc::downgrade(&writer));
+    Ok(writer)
+}
+
 /// [`Store`](crate::Store) on an embedded SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -112,10 +133,8 @@ impl SqliteStore {
         tokio::spawn(checkpointer(pool.clone()));
         let mut store = Self::migrated(pool).await?;
         // After the migrations: the writer's statements need the schema.
-        let path: PathBuf = path.to_owned();
-        let writer = DocWriter::start(journal_dir(&path), move || writer_connection(&path)).await;
-        match writer {
-            Ok(writer) => store.doc_writer = Some(Arc::new(writer)),
+        match shared_writer(path).await {
+            Ok(writer) => store.doc_writer = Some(writer),
             Err(e) => {
                 store.pool.close().await;
                 return Err(e);
