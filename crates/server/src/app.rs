@@ -40,6 +40,26 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Opens the configured store: PostgreSQL for `postgres://…`, else SQLite in the data dir.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
+    open_store_as(config, false).await
+}
+
+/// The configured store for an administration command that may run while
+/// a server has it open (`audit verify`, the master-key commands): on
+/// SQLite, without the document journal the server owns (document writes
+/// are refused); PostgreSQL as for a server.
+pub async fn open_admin_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
+    open_store_as(config, true).await
+}
+
+async fn open_store_as(config: &Config, beside_server: bool) -> Result<Arc<dyn Store>, StartupError> {
+    let sqlite = |path: std::path::PathBuf| async move {
+        let store = if beside_server {
+            store::sql::SqliteStore::open_beside_server(&path).await?
+        } else {
+            store::sql::SqliteStore::open(&path).await?
+        };
+        Ok::<Arc<dyn Store>, StartupError>(Arc::new(store))
+    };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
     if let Some(ca) = &config.ca_file {
@@ -57,9 +77,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError>
         }
         Some(url) => {
             let path = url.expose_secret().trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-            Ok(Arc::new(store::sql::SqliteStore::open(std::path::Path::new(path)).await?))
+            sqlite(std::path::PathBuf::from(path)).await
         }
-        None => Ok(Arc::new(store::sql::SqliteStore::open(&config.data_dir.join("wiresocket.db")).await?)),
+        None => sqlite(config.data_dir.join("wiresocket.db")).await,
     }
 }
 

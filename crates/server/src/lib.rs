@@ -43,5 +43,5 @@ pub mod tls;
 pub mod tokens;
 pub mod webhooks;
 
-pub use app::{Application, StartupError, open_store};
+pub use app::{Application, StartupError, open_admin_store, open_store};
 pub use config::{Config, ConfigLayer};

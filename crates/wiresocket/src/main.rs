@@ -129,7 +129,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Keys(KeysCommand::RotateMaster(settings)) => {
             let config = resolve(settings)?;
-            let store = server::open_store(&config).await.map_err(|e| e.to_string())?;
+            let store = server::open_admin_store(&config).await.map_err(|e| e.to_string())?;
             let (version, n) =
                 server::masterkey::rotate_master(&config, store.as_ref()).await.map_err(|e| e.to_string())?;
             println!(
@@ -140,7 +140,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Audit(AuditCommand::Verify { settings }) => {
             let tenant = cli.global.tenant;
             let config = resolve(settings)?;
-            let store = server::open_store(&config).await.map_err(|e| e.to_string())?;
+            let store = server::open_admin_store(&config).await.map_err(|e| e.to_string())?;
             let chains = match tenant {
                 Some(t) => vec![Some(domain::ids::TenantId::parse(&t).map_err(|e| e.message)?)],
                 None => store.audit_chains().await.map_err(|e| e.to_string())?,
@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Keys(KeysCommand::RemoveMaster { version, settings }) => {
             let config = resolve(settings)?;
-            let store = server::open_store(&config).await.map_err(|e| e.to_string())?;
+            let store = server::open_admin_store(&config).await.map_err(|e| e.to_string())?;
             match server::masterkey::remove_master_version(&config, store.as_ref(), version)
                 .await
                 .map_err(|e| e.to_string())?

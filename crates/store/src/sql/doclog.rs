@@ -1461,6 +1461,14 @@ mod tests {
         let other = DocWriter::start(journal_dir(&db.path), move || super::super::sqlite::writer_connection(&path));
         let err = other.await.expect_err("a second writer on the journal");
         assert!(err.to_string().contains("another process has this database's document journal"), "{err}");
+        // An administration command beside the server reads everything and
+        // writes no document.
+        let admin = SqliteStore::open_beside_server(&db.path).await.unwrap();
+        assert_eq!(admin.count_docs(db.app).await.unwrap(), 1);
+        let refused = admin.append_doc_updates(&[(key.clone(), vec![9])], now).await;
+        assert!(matches!(refused, Err(StoreError::Database(sqlx::Error::Protocol(_)))), "{refused:?}");
+        assert!(admin.delete_doc(&key, &[]).await.is_err());
+        admin.close().await;
         db.store.close().await;
         assert!(again.append_doc_updates(&[(key.clone(), vec![3])], now).await.is_err(), "closed for both");
         let reopened = SqliteStore::open(&db.path).await.unwrap();

@@ -11,7 +11,9 @@
 //!
 //! `$store` also has `fn doc_writer(&self) -> Option<&DocWriter>`: where
 //! document log appends go instead of the pool, if anywhere, and
-//! `fn ordered_appender(&self)`: the same writer as a `DocAppender`.
+//! `fn ordered_appender(&self)`: the same writer as a `DocAppender`;
+//! `fn doc_log_refusal(&self) -> Result<()>`: an error if this store may not
+//! write documents (a SQLite file opened beside its server).
 //!
 //! `locks` names the module of `super::queries` holding the statements that
 //! read rows a write transaction then decides on (a signing key's state, a
@@ -1023,6 +1025,7 @@ macro_rules! impl_store {
                     if batch.is_empty() {
                         return Ok(Vec::new());
                     }
+                    self.doc_log_refusal()?;
                     // A file-backed SQLite store's dedicated writer runs the
                     // same statements (see `super::doclog`).
                     if let Some(writer) = self.doc_writer() {
@@ -1100,6 +1103,7 @@ macro_rules! impl_store {
                     if let Some(writer) = self.doc_writer() {
                         writer.flush().await?;
                     }
+                    self.doc_log_refusal()?;
                     let app_id = key.app_id.to_string();
                     let snapshot_bytes =
                         i64::try_from(snapshot.len()).map_err(|_| StoreError::Conflict("snapshot_too_large"))?;
@@ -1228,6 +1232,7 @@ macro_rules! impl_store {
                 }
 
                 async fn delete_doc(&self, key: &DocKey, events: &[OutboxEvent]) -> Result<bool> {
+                    self.doc_log_refusal()?;
                     // The journal of a SQLite file folded first (see `super::doclog`).
                     if let Some(writer) = self.doc_writer() {
                         writer.flush().await?;

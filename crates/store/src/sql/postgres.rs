@@ -79,6 +79,12 @@ impl PostgresStore {
         None
     }
 
+    /// Document writes are never refused here: every process commits its
+    /// own.
+    fn doc_log_refusal(&self) -> crate::Result<()> {
+        Ok(())
+    }
+
     /// None: concurrent appends here commit in any order, so the data
     /// plane keeps its own ordered persister for this engine.
     fn ordered_appender(&self) -> Option<std::sync::Arc<dyn crate::DocAppender>> {

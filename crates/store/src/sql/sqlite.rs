@@ -123,6 +123,9 @@ pub struct SqliteStore {
     /// would open a database of its own.
     /// Shared by the clones: the thread ends with the last of them.
     doc_writer: Option<Arc<DocWriter>>,
+    /// Opened beside a running server ([`SqliteStore::open_beside_server`]):
+    /// document writes belong to the server's journal and are refused here.
+    docs_refused: bool,
 }
 
 impl SqliteStore {
@@ -143,6 +146,28 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// The database file at `path` for an administration command that may
+    /// run while a server has it open (`audit verify`, the master-key
+    /// commands): everything but the document log, whose journal the server
+    /// owns. Document writes (appends, compactions, deletes) are refused;
+    /// document reads see what the server has folded.
+    pub async fn open_beside_server(path: &Path) -> Result<Self> {
+        let pool = SqlitePoolOptions::new().max_connections(POOL_SIZE).connect_with(pool_options(path)).await?;
+        let mut store = Self::migrated(pool).await?;
+        store.docs_refused = true;
+        Ok(store)
+    }
+
+    /// Refuses document writes on a store opened beside a server.
+    fn doc_log_refusal(&self) -> Result<()> {
+        if self.docs_refused {
+            return Err(crate::StoreError::Database(sqlx::Error::Protocol(
+                "this store was opened beside the server, which writes the documents".into(),
+            )));
+        }
+        Ok(())
+    }
+
     /// A private in-memory database, for tests and throwaway runs. It lives
     /// on one connection that is never recycled (each SQLite in-memory
     /// connection is its own database), so calls are serialised.
@@ -160,7 +185,7 @@ impl SqliteStore {
 
     async fn migrated(pool: SqlitePool) -> Result<Self> {
         migrator(MIGRATIONS).run(&pool).await?;
-        let store = Self { pool, doc_writer: None };
+        let store = Self { pool, doc_writer: None, docs_refused: false };
         // Audit rows written before the hash chain existed get chained
         // once; later starts find none.
         crate::Store::backfill_audit_chain(&store).await?;
@@ -284,7 +309,7 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        let old = SqliteStore { pool: pool.clone(), doc_writer: None };
+        let old = SqliteStore { pool: pool.clone(), doc_writer: None, docs_refused: false };
         let tenant = crate::contract::tenant();
         let key = crate::contract::key(tenant.id, crate::contract::now());
         crate::Store::create_tenant(&old, &tenant, owner.id, "super_admin", &key).await.unwrap();
