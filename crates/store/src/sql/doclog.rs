@@ -371,9 +371,8 @@ impl Log {
             .prepare_cached(DOC_LAST_SEQ)
             .and_then(|mut s| s.query_row(params![app, key.name], |r| r.get(0)).optional())
             .map_err(lite_err)?;
-        let last = last.unwrap_or(0);
-        self.heads.entry(key.app_id).or_default().insert(key.name.clone(), last);
-        Ok(last)
+        // Cached by `append` once the write is journaled.
+        Ok(last.unwrap_or(0))
     }
 
     /// Journals `batch` in one write and answers its seqs. Nothing of it is
@@ -387,23 +386,22 @@ impl Log {
                 "the document journal is not being folded into the database; writes wait for it".into(),
             )));
         }
+        // Each document's seqs follow on from its head, in batch order.
         let mut next: HashMap<(AppId, &str), i64> = HashMap::new();
+        let mut seqs = Vec::with_capacity(batch.len());
         for (key, _) in &batch {
-            if let std::collections::hash_map::Entry::Vacant(slot) = next.entry((key.app_id, key.name.as_str())) {
-                slot.insert(self.head(key)?);
-            }
+            let head = match next.entry((key.app_id, key.name.as_str())) {
+                std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => slot.insert(self.head(key)?),
+            };
+            *head += 1;
+            seqs.push(*head);
         }
         if self.segment.len >= SEGMENT_BYTES {
             self.rotate()?;
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let mut seqs = Vec::with_capacity(batch.len());
-        for (key, _) in &batch {
-            let head = next.entry((key.app_id, key.name.as_str())).or_default();
-            *head += 1;
-            seqs.push(*head);
-        }
         let apps: Vec<String> = batch.iter().map(|(key, _)| key.app_id.to_string()).collect();
         let items: Vec<Item<'_>> = batch
             .iter()
@@ -467,6 +465,31 @@ impl Log {
             }
         }
     }
+}
+
+/// How many of `entries` (at least one) the next fold transaction takes:
+/// at most [`MAX_FOLD_ENTRIES`] and [`MAX_FOLD_BYTES`] of updates.
+fn fold_size(entries: &[Entry]) -> usize {
+    let mut bytes = 0;
+    let n = entries
+        .iter()
+        .take(MAX_FOLD_ENTRIES)
+        .take_while(|e| {
+            bytes += e.data.len();
+            bytes <= MAX_FOLD_BYTES
+        })
+        .count();
+    n.max(1).min(entries.len())
+}
+
+/// Folds all of `entries`, transaction by transaction (see [`fold_size`]).
+fn fold_all(conn: &mut Connection, mut entries: &[Entry]) -> rusqlite::Result<()> {
+    while !entries.is_empty() {
+        let (now, rest) = entries.split_at(fold_size(entries));
+        fold(conn, now)?;
+        entries = rest;
+    }
+    Ok(())
 }
 
 /// Folds `entries` (in journal order) into the tables in one transaction,
@@ -598,9 +621,7 @@ fn recover(conn: &mut Connection, dir: &Path) -> Result<(u64, Vec<u64>)> {
         }
         entries.extend(read.entries);
     }
-    for chunk in entries.chunks(MAX_FOLD_ENTRIES) {
-        fold(conn, chunk).map_err(lite_err)?;
-    }
+    fold_all(conn, &entries).map_err(lite_err)?;
     if !entries.is_empty() {
         tracing::info!(entries = entries.len(), "folded the document journal a previous run left");
     }
@@ -915,17 +936,7 @@ fn folder(shared: &Shared, mut conn: Connection) {
         let (taken, target, journal) = {
             let mut guard = lock(&shared.log);
             let Some(log) = guard.as_mut() else { return };
-            let mut bytes = 0;
-            let n = log
-                .pending
-                .iter()
-                .take(MAX_FOLD_ENTRIES)
-                .take_while(|e| {
-                    let first = bytes == 0;
-                    bytes += e.data.len();
-                    first || bytes <= MAX_FOLD_BYTES
-                })
-                .count();
+            let n = fold_size(&log.pending);
             let taken: Vec<Entry> = log.pending.drain(..n).collect();
             log.pending_bytes -= taken.iter().map(|e| held(&e.name, &e.data)).sum::<usize>();
             more = !log.pending.is_empty();
@@ -948,21 +959,24 @@ fn folder(shared: &Shared, mut conn: Connection) {
             Ok(folded) => {
                 wait = FOLD_EVERY;
                 let covered = taken.last().map(|e| e.end).unwrap_or_default();
-                let (rotated, dir) = {
+                // Segments waiting to be deleted (rare: one per 8 MiB).
+                let rotated = {
                     let mut guard = lock(&shared.log);
                     let Some(log) = guard.as_mut() else { return };
                     log.evict(&folded);
-                    (log.rotated.clone(), log.dir.clone())
+                    (!log.rotated.is_empty()).then(|| (log.rotated.clone(), log.dir.clone()))
                 };
                 shared.progress.send_modify(|p| p.folded = target);
                 metrics::counter!("wiresocket_doc_journal_folds_total").increment(1);
                 metrics::counter!("wiresocket_doc_journal_folded_entries_total").increment(taken.len() as u64);
                 metrics::histogram!("wiresocket_doc_journal_fold_seconds").record(started.elapsed().as_secs_f64());
-                let deleted = delete_folded(&conn, &dir, &rotated, covered);
-                if !deleted.is_empty()
-                    && let Some(log) = lock(&shared.log).as_mut()
-                {
-                    log.rotated.retain(|no| !deleted.contains(no));
+                if let Some((rotated, dir)) = rotated {
+                    let deleted = delete_folded(&conn, &dir, &rotated, covered);
+                    if !deleted.is_empty()
+                        && let Some(log) = lock(&shared.log).as_mut()
+                    {
+                        log.rotated.retain(|no| !deleted.contains(no));
+                    }
                 }
             }
             Err(e) => {
@@ -993,16 +1007,9 @@ fn folder(shared: &Shared, mut conn: Connection) {
 fn finish(shared: &Shared, mut conn: Connection) {
     let Some(log) = lock(&shared.log).take() else { return };
     let target = shared.appended.load(Ordering::Acquire);
-    let mut folded = true;
-    for chunk in log.pending.chunks(MAX_FOLD_ENTRIES) {
-        if let Err(e) = fold(&mut conn, chunk) {
-            tracing::warn!(error = %e, "the last fold of the document journal failed; the next start folds it");
-            folded = false;
-            break;
-        }
-    }
-    if folded {
-        shared.progress.send_modify(|p| p.folded = target);
+    match fold_all(&mut conn, &log.pending) {
+        Ok(()) => shared.progress.send_modify(|p| p.folded = target),
+        Err(e) => tracing::warn!(error = %e, "the last fold of the document journal failed; the next start folds it"),
     }
     if let Err(e) = log.unsynced.iter().chain([&log.segment.file]).try_for_each(File::sync_data) {
         tracing::warn!(error = %e, "syncing the document journal failed");
@@ -1366,6 +1373,25 @@ mod tests {
         assert!(updates(&db.store, &key).await.len() as u64 >= (SEGMENT_BYTES >> 20) + 2);
         db.store.close().await;
         std::fs::remove_dir_all(db.dir).unwrap();
+    }
+
+    /// A fold takes at most so many entries and so many bytes, and always
+    /// one, however large.
+    #[test]
+    fn a_fold_is_capped_by_entries_and_bytes() {
+        let entry = |len: usize| Entry {
+            app: AppId::new(),
+            name: "d".into(),
+            seq: 1,
+            at: 0,
+            data: vec![0; len],
+            end: Position::default(),
+        };
+        assert_eq!(fold_size(&[]), 0);
+        assert_eq!(fold_size(&vec![entry(1); MAX_FOLD_ENTRIES + 5]), MAX_FOLD_ENTRIES);
+        let half = MAX_FOLD_BYTES / 2;
+        assert_eq!(fold_size(&[entry(half), entry(half), entry(1)]), 2, "bytes");
+        assert_eq!(fold_size(&[entry(MAX_FOLD_BYTES + 1), entry(1)]), 1, "one, however large");
     }
 
     /// Records round-trip; anything else stops the reading where it starts.
